@@ -1,0 +1,14 @@
+//! Berth's domain model: the resources of ECS as plain Rust types, their
+//! validation, ARNs and the closed set of API error codes.
+//!
+//! The types mirror the shapes of the ECS API model member for member
+//! (camelCase on the wire through serde), so the control plane can store and
+//! return them as they are. Nothing here knows HTTP, signing or storage.
+
+pub mod arn;
+pub mod common;
+pub mod error;
+pub mod task_definition;
+pub mod units;
+
+pub use error::{ApiError, ErrorCode};
