@@ -34,12 +34,15 @@ pub enum ErrorCode {
     IncompleteSignatureException,
     InvalidSignatureException,
     UnrecognizedClientException,
-    /// The signature's date is too far from the server's clock.
-    InvalidSignatureExceptionExpired,
-    // STS query-protocol spellings.
+    ExpiredTokenException,
+    XAmzContentSHA256Mismatch,
+    // Query-protocol (STS) spellings.
+    MissingAuthenticationToken,
+    IncompleteSignature,
     SignatureDoesNotMatch,
     InvalidClientTokenId,
-    RequestExpired,
+    ExpiredToken,
+    InvalidAction,
     InternalFailure,
 }
 
@@ -76,13 +79,16 @@ impl ErrorCode {
             ValidationException => "ValidationException",
             MissingAuthenticationTokenException => "MissingAuthenticationTokenException",
             IncompleteSignatureException => "IncompleteSignatureException",
-            InvalidSignatureException | InvalidSignatureExceptionExpired => {
-                "InvalidSignatureException"
-            }
+            InvalidSignatureException => "InvalidSignatureException",
             UnrecognizedClientException => "UnrecognizedClientException",
+            ExpiredTokenException => "ExpiredTokenException",
+            XAmzContentSHA256Mismatch => "XAmzContentSHA256Mismatch",
+            MissingAuthenticationToken => "MissingAuthenticationToken",
+            IncompleteSignature => "IncompleteSignature",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
             InvalidClientTokenId => "InvalidClientTokenId",
-            RequestExpired => "RequestExpired",
+            ExpiredToken => "ExpiredToken",
+            InvalidAction => "InvalidAction",
             InternalFailure => "InternalFailure",
         }
     }
@@ -92,12 +98,17 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             ServerException | InternalFailure => 500,
-            MissingAuthenticationTokenException | AccessDeniedException => 403,
-            InvalidSignatureException
-            | InvalidSignatureExceptionExpired
+            // Authentication failures are 403 Forbidden, except a malformed
+            // signature, which is a bad request.
+            MissingAuthenticationTokenException
+            | MissingAuthenticationToken
+            | AccessDeniedException
+            | InvalidSignatureException
+            | UnrecognizedClientException
+            | ExpiredTokenException
             | SignatureDoesNotMatch
             | InvalidClientTokenId
-            | RequestExpired => 403,
+            | ExpiredToken => 403,
             _ => 400,
         }
     }
@@ -124,7 +135,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidParameterException, message)

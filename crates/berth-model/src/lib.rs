@@ -5,8 +5,11 @@
 //! (camelCase on the wire through serde), so the control plane can store and
 //! return them as they are. Nothing here knows HTTP, signing or storage.
 
+pub mod account;
 pub mod arn;
+pub mod cluster;
 pub mod common;
+pub mod container_instance;
 pub mod error;
 pub mod task_definition;
 pub mod units;

@@ -2,12 +2,54 @@
 //! watches, shaped like etcd's v3 API so that controllers written against
 //! [`Store`] run unchanged on the embedded SQLite backend or, later, on etcd.
 //!
-//! Every committed transaction advances one global revision. Each key keeps
-//! the revision that created it, the revision that last modified it and a
-//! per-key version (1 on create, +1 on each put). Deleting a key forgets it;
-//! a later put creates it anew.
+//! # Data model
+//!
+//! Every committed transaction that changes something advances one global
+//! revision by exactly one. Each key keeps the revision that created it, the
+//! revision that last modified it and a per-key version (1 on create, +1 on
+//! each put). Deleting a key forgets it; a later put creates it anew.
+//!
+//! A transaction "changes something" when it puts a key or deletes a key that
+//! exists. A transaction whose chosen branch is empty, or only deletes
+//! missing keys, leaves the revision where it was (as etcd does). All the
+//! writes of one transaction share its single revision.
+//!
+//! As in etcd, one branch of a transaction may not name the same key twice
+//! for writing: two puts of one key, or a put of a key that a delete or a
+//! delete-prefix of the same branch also covers, make the whole transaction
+//! fail with [`StoreError::InvalidTxn`] before anything is evaluated.
+//! Overlapping deletes are allowed. Keys written by `Put` and `Delete` must
+//! not be empty.
+//!
+//! # History and watches
+//!
+//! Each change is also appended to an event log, which [`Store::watch`]
+//! replays before it streams live changes. The log is bounded: after the
+//! store reaches revision `r`, the events of revisions `<= r - history`
+//! (see [`StoreOptions::history`]) are dropped, and a watch that would need
+//! one of them fails with [`StoreError::Compacted`]. A controller that sees
+//! that error re-lists (range) and watches again from the listed revision.
+//!
+//! # Backends
+//!
+//! - [`SqliteStore`]: embedded and durable (SQLite in WAL mode, `synchronous
+//!   = FULL`), with group commit: concurrent transactions share one fsync.
+//!   See the [`sqlite`] module for the design.
+//! - [`MemoryStore`]: the same semantics in memory, for controller tests.
+//!
+//! Both share the transaction logic in `apply` and the watcher registry in
+//! `hub`, so they cannot drift apart; a property test checks that they
+//! agree on random transaction sequences.
 
 use std::fmt;
+
+mod apply;
+mod hub;
+mod memory;
+pub mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 /// The global revision counter of a store. Starts at 0 for an empty store;
 /// the first committed transaction that writes gets revision 1.
@@ -39,14 +81,23 @@ pub enum Compare {
 /// A write inside a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
-    /// Deletes every key that starts with the prefix.
-    DeletePrefix { prefix: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Deletes every key that starts with the prefix (the empty prefix
+    /// deletes every key).
+    DeletePrefix {
+        prefix: String,
+    },
 }
 
 /// An etcd-style transaction: if every compare holds, apply `success`,
-/// otherwise apply `failure`. Both branches may be empty.
+/// otherwise apply `failure`. Both branches may be empty. The ops of a
+/// branch are applied in order and all get the transaction's revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Txn {
     pub compares: Vec<Compare>,
@@ -63,7 +114,7 @@ pub struct TxnResult {
     pub revision: Revision,
 }
 
-/// A page of keys in lexical order.
+/// A page of keys in lexical (byte) order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RangeResult {
     pub kvs: Vec<KeyValue>,
@@ -94,7 +145,8 @@ pub enum EventKind {
 pub struct WatchEvent {
     pub kind: EventKind,
     /// For a put, the new key-value; for a delete, the key with an empty
-    /// value and `mod_revision` set to the deleting revision.
+    /// value, `mod_revision` set to the deleting revision and
+    /// `create_revision` and `version` set to 0 (as etcd reports them).
     pub kv: KeyValue,
 }
 
@@ -103,17 +155,50 @@ pub struct WatchEvent {
 pub enum StoreError {
     #[error("store backend error: {0}")]
     Backend(String),
+    /// A watch needed events that history no longer holds. `requested` is
+    /// the first revision the watch needed (`after + 1`), `oldest` the
+    /// oldest revision whose events are still kept.
     #[error("revision {requested} has been compacted (oldest kept is {oldest})")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("store is closed")]
     Closed,
+    /// The transaction is malformed (an empty key, or one branch writing
+    /// the same key twice); nothing was evaluated or written.
+    #[error("invalid transaction: {0}")]
+    InvalidTxn(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Settings shared by every backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How many revisions of history the event log keeps for watches.
+    /// At least 1; default 100 000.
+    pub history: i64,
+    /// Read connections of the SQLite backend (WAL lets them read while the
+    /// writer commits). At least 1; default 4. Ignored by [`MemoryStore`].
+    pub read_connections: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            history: 100_000,
+            read_connections: 4,
+        }
+    }
+}
+
 /// The narrow interface every controller uses. Implementations must be safe
 /// to share between threads; each call is atomic and, once it returns `Ok`
 /// for a write, durable.
+///
+/// The methods block the calling thread (a `txn` on the SQLite backend
+/// waits for an fsync); async callers should use `spawn_blocking`.
 pub trait Store: Send + Sync + fmt::Debug {
     fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     fn range(&self, req: &RangeRequest) -> Result<RangeResult>;
@@ -121,7 +206,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn revision(&self) -> Result<Revision>;
     /// Streams every change under `prefix` with a revision greater than
     /// `after`, first the ones already in history, then live ones, in
-    /// revision order. Dropping the receiver ends the watch.
+    /// revision order (and, within one revision, in the order of the
+    /// transaction's ops), with no gap and no duplicate. Dropping the
+    /// receiver ends the watch; closing the store ends the stream.
     fn watch(
         &self,
         prefix: &str,

@@ -1,0 +1,646 @@
+//! The placement pipeline: feasibility, then ranking, then selection.
+//!
+//! For each task of a request the engine keeps the instances that pass every feasibility stage, ranks
+//! them by the strategies (later strategies break the ties of earlier ones, a seeded random rank
+//! breaks what is left), takes the best, and records the placement in its working state so that the
+//! next task sees the resources and ports the previous one took. When no instance passes, every
+//! remaining task of the request fails for the same reasons, and the engine writes a [`Diagnosis`].
+//!
+//! How it stays fast (a planning run over `n` instances placing `k` tasks costs `O(n + k log n)` for
+//! the usual strategies):
+//! - Feasibility only changes on the instance that just received a task: resources and ports only
+//!   shrink, and the only state an expression can read that a placement changes (`task:group`,
+//!   `runningTasksCount`) is that instance's own. So every instance is checked once at the start,
+//!   and after each placement only the chosen one is checked again. Expressions are parsed once, by
+//!   [`crate::query::parse`], before the run.
+//! - Leading `spread` strategies on attributes rank by a count shared by every instance with the same
+//!   value. The engine groups instances by those values; within a group, the remaining strategies
+//!   (binpack, spread on instanceId, random) give each instance a key that only changes when it
+//!   receives a task. Each group keeps its keys in a tournament tree ([`MinTree`]), so selection is a
+//!   scan over the (few) groups plus an `O(log n)` update. Any other strategy chain (an attribute
+//!   spread after a binpack, say) falls back to a linear scan of the feasible instances.
+
+use std::collections::HashMap;
+
+use rand::Rng;
+
+use crate::failure::{event_subject, ClosestInstance, Diagnosis, FailureReason, Rejection};
+use crate::model::{
+    ClusterSnapshot, InstanceStatus, Placement, PlacementOptions, PlacementRequest, Plan,
+};
+use crate::ports::{PortRange, PortState};
+use crate::query::{Expr, InstanceView};
+use crate::strategy::{BinpackField, PlacementConstraint, PlacementStrategy, SpreadField};
+
+/// ECS accepts at most five strategies; more are ignored.
+pub const MAX_STRATEGIES: usize = 5;
+const KEY_LEN: usize = MAX_STRATEGIES + 1;
+/// A rank: strategy components in order, then the seeded tie-break. Smaller is better.
+type Key = [u32; KEY_LEN];
+const INFEASIBLE: Key = [u32::MAX; KEY_LEN];
+
+/// Plans the placement of `request.count` tasks on `snapshot`.
+///
+/// Pure: the answer depends only on the arguments, and the same RNG state gives the same plan.
+pub fn place<R: Rng + ?Sized>(
+    snapshot: &ClusterSnapshot,
+    request: &PlacementRequest,
+    options: &PlacementOptions,
+    rng: &mut R,
+) -> Plan {
+    Engine::new(snapshot, request, options, rng).run()
+}
+
+/// One feasibility check. Each rejects with exactly one [`FailureReason`].
+#[derive(Debug)]
+pub(crate) enum Stage<'a> {
+    /// The agent is connected and the instance is ACTIVE.
+    AgentStatus,
+    /// Every memberOf expression holds.
+    Attributes { exprs: Vec<&'a Expr>, dynamic: bool },
+    /// No task of the group runs there yet.
+    DistinctInstance,
+    /// Enough CPU units.
+    Cpu,
+    /// Enough memory.
+    Memory,
+    /// Enough GPUs.
+    Gpu,
+    /// Static TCP ports free and enough dynamic ones.
+    PortsTcp,
+    /// Static UDP ports free and enough dynamic ones.
+    PortsUdp,
+}
+
+impl Stage<'_> {
+    fn reason(&self) -> FailureReason {
+        match self {
+            Self::AgentStatus => FailureReason::Agent,
+            Self::Attributes { .. } => FailureReason::Attribute,
+            Self::DistinctInstance => FailureReason::DistinctInstance,
+            Self::Cpu => FailureReason::Cpu,
+            Self::Memory => FailureReason::Memory,
+            Self::Gpu => FailureReason::Gpu,
+            Self::PortsTcp => FailureReason::PortsTcp,
+            Self::PortsUdp => FailureReason::PortsUdp,
+        }
+    }
+}
+
+/// Wires the feasibility stages for a request.
+///
+/// The order matters twice: cheap checks go first, and an instance is reported under the first stage
+/// that rejects it. So the stages that can never change during a run come first (a disconnected or
+/// draining instance, or one outside a memberOf expression, is reported as `AGENT` or `ATTRIBUTE`
+/// even if it is also full), then distinctInstance (one integer test), then resources from the most
+/// to the least commonly short (cpu, memory, gpu), and the port checks last, which are the most
+/// expensive and the most specific. Stages a request cannot fail (no GPUs, no ports, no constraint)
+/// are left out.
+pub(crate) fn feasibility_stages(request: &PlacementRequest) -> Vec<Stage<'_>> {
+    let req = &request.requirements;
+    let mut stages = vec![Stage::AgentStatus];
+    let exprs: Vec<&Expr> = request
+        .constraints
+        .iter()
+        .filter_map(|c| match c {
+            PlacementConstraint::MemberOf(e) => Some(e),
+            PlacementConstraint::DistinctInstance => None,
+        })
+        .collect();
+    if !exprs.is_empty() {
+        let dynamic = exprs.iter().any(|e| e.is_dynamic());
+        stages.push(Stage::Attributes { exprs, dynamic });
+    }
+    if request
+        .constraints
+        .iter()
+        .any(|c| matches!(c, PlacementConstraint::DistinctInstance))
+    {
+        stages.push(Stage::DistinctInstance);
+    }
+    stages.push(Stage::Cpu);
+    stages.push(Stage::Memory);
+    if req.resources.gpus > 0 {
+        stages.push(Stage::Gpu);
+    }
+    if !req.static_tcp_ports.is_empty() || req.dynamic_tcp_ports > 0 {
+        stages.push(Stage::PortsTcp);
+    }
+    if !req.static_udp_ports.is_empty() || req.dynamic_udp_ports > 0 {
+        stages.push(Stage::PortsUdp);
+    }
+    stages
+}
+
+/// One ranking component, from one strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ranker {
+    BinpackCpu,
+    BinpackMemory,
+    SpreadInstance,
+    /// Spread over the values of attribute slot `n`.
+    SpreadAttribute(usize),
+    Random,
+}
+
+/// Tournament tree over fixed leaves: `O(1)` minimum, `O(log n)` update.
+#[derive(Debug)]
+pub(crate) struct MinTree {
+    size: usize,
+    keys: Vec<Key>,
+    /// `node[k]` is the leaf with the smallest key under node `k`; leaves are `size..2*size`.
+    node: Vec<u32>,
+}
+
+impl MinTree {
+    fn new(keys_in: &[Key]) -> Self {
+        let size = keys_in.len().max(1).next_power_of_two();
+        let mut keys = vec![INFEASIBLE; size];
+        keys[..keys_in.len()].copy_from_slice(keys_in);
+        let mut node = vec![0u32; 2 * size];
+        for (leaf, slot) in node[size..].iter_mut().enumerate() {
+            *slot = leaf as u32;
+        }
+        for k in (1..size).rev() {
+            node[k] = Self::better(&keys, node[2 * k], node[2 * k + 1]);
+        }
+        Self { size, keys, node }
+    }
+
+    #[inline]
+    fn better(keys: &[Key], a: u32, b: u32) -> u32 {
+        if keys[b as usize] < keys[a as usize] {
+            b
+        } else {
+            a
+        }
+    }
+
+    fn min(&self) -> (u32, &Key) {
+        let leaf = self.node[1];
+        (leaf, &self.keys[leaf as usize])
+    }
+
+    fn update(&mut self, leaf: u32, key: Key) {
+        self.keys[leaf as usize] = key;
+        let mut k = (leaf as usize + self.size) / 2;
+        while k >= 1 {
+            self.node[k] = Self::better(&self.keys, self.node[2 * k], self.node[2 * k + 1]);
+            k /= 2;
+        }
+    }
+}
+
+/// Instances sharing the values of the leading attribute spreads.
+#[derive(Debug)]
+struct Group {
+    /// Value id per leading attribute-spread slot.
+    values: Vec<u32>,
+    /// Instance index per leaf.
+    members: Vec<u32>,
+    tree: MinTree,
+}
+
+enum Selector {
+    /// Grouped tournament trees (see the module docs).
+    Tree {
+        groups: Vec<Group>,
+        leaf_of: Vec<(u32, u32)>,
+    },
+    /// The feasible instances, scanned in full for each task.
+    Linear { live: Vec<u32> },
+}
+
+struct Engine<'a, R: ?Sized> {
+    snap: &'a ClusterSnapshot,
+    req: &'a PlacementRequest,
+    rng: &'a mut R,
+    stages: Vec<Stage<'a>>,
+    rankers: Vec<Ranker>,
+    /// How many leading rankers are attribute spreads handled by grouping (tree mode only).
+    prefix: usize,
+    range: PortRange,
+    /// Dynamic-range ports one task takes (dynamic plus static ports inside the range).
+    tcp_need: u32,
+    udp_need: u32,
+    cpu: Vec<u32>,
+    mem: Vec<u32>,
+    gpu: Vec<u32>,
+    /// Tasks of the request's group per instance, existing and planned.
+    group_count: Vec<u32>,
+    /// Tasks planned per instance in this run.
+    planned: Vec<u32>,
+    tcp: Vec<PortState>,
+    udp: Vec<PortState>,
+    /// Per-instance random rank for the `random` strategy (empty when unused).
+    rand_key: Vec<u32>,
+    /// Per-instance seeded tie-break.
+    tiebreak: Vec<u32>,
+    /// First failing stage per instance, `None` while feasible.
+    reject: Vec<Option<FailureReason>>,
+    /// Per attribute slot: value id per instance.
+    attr_values: Vec<Vec<u32>>,
+    /// Per attribute slot: tasks of the group per value id.
+    attr_counts: Vec<Vec<u32>>,
+}
+
+impl<'a, R: Rng + ?Sized> Engine<'a, R> {
+    fn new(
+        snap: &'a ClusterSnapshot,
+        req: &'a PlacementRequest,
+        options: &PlacementOptions,
+        rng: &'a mut R,
+    ) -> Self {
+        let n = snap.instances.len();
+        let need = &req.requirements;
+        let range = PortRange {
+            first: options.dynamic_port_first,
+            last: options.dynamic_port_last,
+        };
+        let in_range = |ports: &[u16]| ports.iter().filter(|p| range.contains(**p)).count() as u32;
+        let tcp_need = if need.dynamic_tcp_ports > 0 {
+            u32::from(need.dynamic_tcp_ports) + in_range(&need.static_tcp_ports)
+        } else {
+            0
+        };
+        let udp_need = if need.dynamic_udp_ports > 0 {
+            u32::from(need.dynamic_udp_ports) + in_range(&need.static_udp_ports)
+        } else {
+            0
+        };
+
+        // Ranking: ECS's strategies in order. Nothing after `random` can break a tie, so it is
+        // dropped; no strategy at all means random.
+        let strategies: &[PlacementStrategy] = if req.strategies.is_empty() {
+            &[PlacementStrategy::Random]
+        } else {
+            &req.strategies
+        };
+        let mut rankers = Vec::new();
+        let mut attr_names: Vec<&str> = Vec::new();
+        for s in strategies.iter().take(MAX_STRATEGIES) {
+            let r = match s {
+                PlacementStrategy::Binpack(BinpackField::Cpu) => Ranker::BinpackCpu,
+                PlacementStrategy::Binpack(BinpackField::Memory) => Ranker::BinpackMemory,
+                PlacementStrategy::Spread(SpreadField::InstanceId) => Ranker::SpreadInstance,
+                PlacementStrategy::Spread(SpreadField::Attribute(a)) => {
+                    attr_names.push(a);
+                    Ranker::SpreadAttribute(attr_names.len() - 1)
+                }
+                PlacementStrategy::Random => Ranker::Random,
+            };
+            rankers.push(r);
+            if r == Ranker::Random {
+                break;
+            }
+        }
+        let prefix = rankers
+            .iter()
+            .take_while(|r| matches!(r, Ranker::SpreadAttribute(_)))
+            .count();
+        let tree_mode = !rankers[prefix..]
+            .iter()
+            .any(|r| matches!(r, Ranker::SpreadAttribute(_)));
+
+        let group_count: Vec<u32> = snap
+            .instances
+            .iter()
+            .map(|inst| inst.tasks.iter().filter(|t| t.group == req.group).count() as u32)
+            .collect();
+
+        // Intern attribute values per spread slot and count the group's tasks per value, over every
+        // instance of the cluster (draining and full ones included: their tasks still count).
+        let mut attr_values = Vec::with_capacity(attr_names.len());
+        let mut attr_counts = Vec::with_capacity(attr_names.len());
+        for name in &attr_names {
+            let mut ids: HashMap<Option<&str>, u32> = HashMap::new();
+            let mut values = Vec::with_capacity(n);
+            let mut counts: Vec<u32> = Vec::new();
+            for (i, inst) in snap.instances.iter().enumerate() {
+                let v = inst.attribute(name).flatten();
+                let next = ids.len() as u32;
+                let id = *ids.entry(v).or_insert(next);
+                if id as usize == counts.len() {
+                    counts.push(0);
+                }
+                counts[id as usize] += group_count[i];
+                values.push(id);
+            }
+            attr_values.push(values);
+            attr_counts.push(counts);
+        }
+
+        let has_random = rankers.contains(&Ranker::Random);
+        let rand_key = if has_random {
+            (0..n).map(|_| rng.gen_range(0..u32::MAX)).collect()
+        } else {
+            Vec::new()
+        };
+        let tiebreak = (0..n).map(|_| rng.gen_range(0..u32::MAX)).collect();
+        let tcp = snap
+            .instances
+            .iter()
+            .map(|inst| {
+                PortState::new(
+                    &inst.used_tcp_ports,
+                    &need.static_tcp_ports,
+                    need.dynamic_tcp_ports,
+                    range,
+                )
+            })
+            .collect();
+        let udp = snap
+            .instances
+            .iter()
+            .map(|inst| {
+                PortState::new(
+                    &inst.used_udp_ports,
+                    &need.static_udp_ports,
+                    need.dynamic_udp_ports,
+                    range,
+                )
+            })
+            .collect();
+
+        let mut engine = Self {
+            snap,
+            req,
+            rng,
+            stages: feasibility_stages(req),
+            rankers,
+            prefix: if tree_mode { prefix } else { 0 },
+            range,
+            tcp_need,
+            udp_need,
+            cpu: snap.instances.iter().map(|i| i.remaining.cpu).collect(),
+            mem: snap.instances.iter().map(|i| i.remaining.memory).collect(),
+            gpu: snap.instances.iter().map(|i| i.remaining.gpus).collect(),
+            group_count,
+            planned: vec![0; n],
+            tcp,
+            udp,
+            rand_key,
+            tiebreak,
+            reject: Vec::with_capacity(n),
+            attr_values,
+            attr_counts,
+        };
+        engine.reject = (0..n).map(|i| engine.first_failure(i, true)).collect();
+        engine
+    }
+
+    /// The first stage that rejects instance `i`; `with_static` false skips stages whose verdict
+    /// cannot have changed since the last check.
+    fn first_failure(&self, i: usize, with_static: bool) -> Option<FailureReason> {
+        self.stages
+            .iter()
+            .find(|s| !self.passes(s, i, with_static))
+            .map(Stage::reason)
+    }
+
+    /// Every stage that rejects instance `i`, in order.
+    fn all_failures(&self, i: usize) -> Vec<FailureReason> {
+        self.stages
+            .iter()
+            .filter(|s| !self.passes(s, i, true))
+            .map(Stage::reason)
+            .collect()
+    }
+
+    #[inline]
+    fn passes(&self, stage: &Stage<'_>, i: usize, with_static: bool) -> bool {
+        let need = &self.req.requirements;
+        let inst = &self.snap.instances[i];
+        match stage {
+            Stage::AgentStatus => {
+                !with_static || (inst.agent_connected && inst.status == InstanceStatus::Active)
+            }
+            Stage::Attributes { exprs, dynamic } => {
+                if !with_static && !dynamic {
+                    return true;
+                }
+                let view = InstanceView {
+                    instance: inst,
+                    planned_group: Some(&self.req.group),
+                    planned_count: self.planned[i],
+                };
+                exprs.iter().all(|e| e.eval(&view))
+            }
+            Stage::DistinctInstance => self.group_count[i] == 0,
+            Stage::Cpu => self.cpu[i] >= need.resources.cpu,
+            Stage::Memory => self.mem[i] >= need.resources.memory,
+            Stage::Gpu => self.gpu[i] >= need.resources.gpus,
+            Stage::PortsTcp => {
+                !self.tcp[i].static_conflict && self.tcp[i].free_dynamic >= self.tcp_need
+            }
+            Stage::PortsUdp => {
+                !self.udp[i].static_conflict && self.udp[i].free_dynamic >= self.udp_need
+            }
+        }
+    }
+
+    /// The rank of instance `i` from ranker `from` on, then the tie-break.
+    #[inline]
+    fn key(&self, i: usize, from: usize) -> Key {
+        let mut key = [0u32; KEY_LEN];
+        for (slot, r) in key.iter_mut().zip(&self.rankers[from..]) {
+            *slot = match *r {
+                Ranker::BinpackCpu => self.cpu[i],
+                Ranker::BinpackMemory => self.mem[i],
+                Ranker::SpreadInstance => self.group_count[i],
+                Ranker::SpreadAttribute(s) => self.attr_counts[s][self.attr_values[s][i] as usize],
+                Ranker::Random => self.rand_key[i],
+            };
+        }
+        key[KEY_LEN - 1] = self.tiebreak[i];
+        key
+    }
+
+    fn leaf_key(&self, i: usize) -> Key {
+        if self.reject[i].is_some() {
+            INFEASIBLE
+        } else {
+            self.key(i, self.prefix)
+        }
+    }
+
+    fn build_selector(&self) -> Selector {
+        let n = self.snap.instances.len();
+        let tree_mode = !self.rankers[self.prefix..]
+            .iter()
+            .any(|r| matches!(r, Ranker::SpreadAttribute(_)));
+        if !tree_mode {
+            let live = (0..n as u32)
+                .filter(|i| self.reject[*i as usize].is_none())
+                .collect();
+            return Selector::Linear { live };
+        }
+        let mut index: HashMap<Vec<u32>, usize> = HashMap::new();
+        let mut members: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut leaf_of = vec![(0u32, 0u32); n];
+        for (i, leaf) in leaf_of.iter_mut().enumerate() {
+            let values: Vec<u32> = (0..self.prefix).map(|s| self.attr_values[s][i]).collect();
+            let g = *index.entry(values.clone()).or_insert_with(|| {
+                members.push((values, Vec::new()));
+                members.len() - 1
+            });
+            *leaf = (g as u32, members[g].1.len() as u32);
+            members[g].1.push(i as u32);
+        }
+        let groups = members
+            .into_iter()
+            .map(|(values, members)| {
+                let keys: Vec<Key> = members.iter().map(|i| self.leaf_key(*i as usize)).collect();
+                Group {
+                    values,
+                    tree: MinTree::new(&keys),
+                    members,
+                }
+            })
+            .collect();
+        Selector::Tree { groups, leaf_of }
+    }
+
+    /// The best feasible instance, if any.
+    fn select(&self, selector: &Selector) -> Option<usize> {
+        match selector {
+            Selector::Linear { live } => live
+                .iter()
+                .map(|i| *i as usize)
+                .min_by_key(|i| self.key(*i, 0)),
+            Selector::Tree { groups, .. } => {
+                let mut best: Option<([u32; MAX_STRATEGIES], &Key, usize)> = None;
+                for g in groups {
+                    let (leaf, key) = g.tree.min();
+                    if *key == INFEASIBLE {
+                        continue;
+                    }
+                    let mut pk = [0u32; MAX_STRATEGIES];
+                    for (s, v) in g.values.iter().enumerate() {
+                        pk[s] = self.attr_counts[s][*v as usize];
+                    }
+                    let i = g.members[leaf as usize] as usize;
+                    let better = match &best {
+                        None => true,
+                        Some((bp, bk, _)) => (pk, key) < (*bp, *bk),
+                    };
+                    if better {
+                        best = Some((pk, key, i));
+                    }
+                }
+                best.map(|(_, _, i)| i)
+            }
+        }
+    }
+
+    /// Records a task on instance `i` and re-checks it.
+    fn commit(&mut self, i: usize, task_index: u32, selector: &mut Selector) -> Placement {
+        let need = &self.req.requirements;
+        let inst = &self.snap.instances[i];
+        self.cpu[i] = self.cpu[i].saturating_sub(need.resources.cpu);
+        self.mem[i] = self.mem[i].saturating_sub(need.resources.memory);
+        self.gpu[i] = self.gpu[i].saturating_sub(need.resources.gpus);
+        let mut dynamic_tcp_ports = Vec::new();
+        let mut dynamic_udp_ports = Vec::new();
+        if !need.static_tcp_ports.is_empty() || need.dynamic_tcp_ports > 0 {
+            self.tcp[i].take(
+                &inst.used_tcp_ports,
+                &need.static_tcp_ports,
+                need.dynamic_tcp_ports,
+                self.range,
+                &mut dynamic_tcp_ports,
+            );
+        }
+        if !need.static_udp_ports.is_empty() || need.dynamic_udp_ports > 0 {
+            self.udp[i].take(
+                &inst.used_udp_ports,
+                &need.static_udp_ports,
+                need.dynamic_udp_ports,
+                self.range,
+                &mut dynamic_udp_ports,
+            );
+        }
+        self.group_count[i] += 1;
+        self.planned[i] += 1;
+        for (values, counts) in self.attr_values.iter().zip(self.attr_counts.iter_mut()) {
+            counts[values[i] as usize] += 1;
+        }
+        if !self.rand_key.is_empty() {
+            self.rand_key[i] = self.rng.gen_range(0..u32::MAX);
+        }
+        self.reject[i] = self.first_failure(i, false);
+        match selector {
+            Selector::Tree { groups, leaf_of } => {
+                let (g, leaf) = leaf_of[i];
+                let key = self.leaf_key(i);
+                groups[g as usize].tree.update(leaf, key);
+            }
+            Selector::Linear { live } => {
+                if self.reject[i].is_some() {
+                    live.retain(|x| *x as usize != i);
+                }
+            }
+        }
+        Placement {
+            task_index,
+            instance_index: i,
+            instance_id: inst.id.clone(),
+            dynamic_tcp_ports,
+            dynamic_udp_ports,
+        }
+    }
+
+    fn diagnose(&self) -> Diagnosis {
+        let rejections = self
+            .snap
+            .instances
+            .iter()
+            .zip(&self.reject)
+            .filter_map(|(inst, r)| {
+                r.map(|reason| Rejection {
+                    instance_id: inst.id.clone(),
+                    reason,
+                })
+            })
+            .collect();
+        let mut closest: Option<(usize, Vec<FailureReason>)> = None;
+        for i in 0..self.snap.instances.len() {
+            let lacking = self.all_failures(i);
+            let better = match &closest {
+                None => true,
+                Some((_, best)) => lacking.len() < best.len(),
+            };
+            if better {
+                closest = Some((i, lacking));
+            }
+        }
+        let closest = closest.map(|(i, lacking)| ClosestInstance {
+            instance_id: self.snap.instances[i].id.clone(),
+            lacking,
+        });
+        Diagnosis::new(&event_subject(&self.req.group), rejections, closest)
+    }
+
+    fn run(mut self) -> Plan {
+        let count = self.req.count;
+        let mut placements = Vec::with_capacity(count.min(100_000) as usize);
+        let mut selector = self.build_selector();
+        for task_index in 0..count {
+            match self.select(&selector) {
+                Some(i) => placements.push(self.commit(i, task_index, &mut selector)),
+                None => {
+                    return Plan {
+                        placements,
+                        unplaced: (task_index..count).collect(),
+                        diagnosis: Some(self.diagnose()),
+                    };
+                }
+            }
+        }
+        Plan {
+            placements,
+            unplaced: Vec::new(),
+            diagnosis: None,
+        }
+    }
+}
