@@ -15,51 +15,8 @@ use crate::{keys, required, Cx};
 /// ECS allows this many tags on one resource.
 pub(crate) const MAX_TAGS: usize = 50;
 
-fn tag_chars_ok(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_alphanumeric() || c.is_whitespace() || "+-=._:/@".contains(c))
-}
-
-/// Checks tags as ECS does: key 1-128 characters, value up to 256, the
-/// allowed character set, no `aws:` prefix, at most 50, no duplicate keys.
-pub(crate) fn validate_tags(tags: &[Tag]) -> Result<(), ApiError> {
-    if tags.len() > MAX_TAGS {
-        return Err(ApiError::invalid_parameter(format!(
-            "Too many tags: a resource can have at most {MAX_TAGS} tags."
-        )));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for tag in tags {
-        let key = tag.key.as_deref().unwrap_or("");
-        let value = tag.value.as_deref().unwrap_or("");
-        if key.is_empty() || key.chars().count() > 128 {
-            return Err(ApiError::invalid_parameter(
-                "Tag keys must be between 1 and 128 characters.",
-            ));
-        }
-        if value.chars().count() > 256 {
-            return Err(ApiError::invalid_parameter(
-                "Tag values must be at most 256 characters.",
-            ));
-        }
-        if !tag_chars_ok(key) || !tag_chars_ok(value) {
-            return Err(ApiError::invalid_parameter(format!(
-                "Tag '{key}' contains invalid characters. Tags may only contain letters, numbers, spaces and + - = . _ : / @."
-            )));
-        }
-        if key.to_ascii_lowercase().starts_with("aws:") {
-            return Err(ApiError::invalid_parameter(
-                "Tag keys with the prefix 'aws:' are reserved for AWS use.",
-            ));
-        }
-        if !seen.insert(key) {
-            return Err(ApiError::invalid_parameter(format!(
-                "Duplicate tag key '{key}'."
-            )));
-        }
-    }
-    Ok(())
-}
+/// Tags are checked by the model's rules (shared by every resource).
+pub(crate) use berth_model::task_definition::validate_tags;
 
 /// Merges `new` into `existing`: a new value for a key replaces the old one.
 pub(crate) fn merge_tags(existing: &[Tag], new: &[Tag]) -> Vec<Tag> {
@@ -252,19 +209,6 @@ mod tests {
             key: Some(k.into()),
             value: Some(v.into()),
         }
-    }
-
-    #[test]
-    fn tag_rules() {
-        assert!(validate_tags(&[t("team", "web"), t("cost center", "a+b=c@d")]).is_ok());
-        assert!(validate_tags(&[t("", "x")]).is_err());
-        assert!(validate_tags(&[t(&"k".repeat(129), "x")]).is_err());
-        assert!(validate_tags(&[t("k", &"v".repeat(257))]).is_err());
-        assert!(validate_tags(&[t("AWS:thing", "x")]).is_err());
-        assert!(validate_tags(&[t("a", "1"), t("a", "2")]).is_err());
-        assert!(validate_tags(&[t("bad#key", "x")]).is_err());
-        let many: Vec<Tag> = (0..51).map(|i| t(&format!("k{i}"), "v")).collect();
-        assert!(validate_tags(&many).is_err());
     }
 
     #[test]

@@ -871,7 +871,7 @@ pub fn validate(req: &RegisterTaskDefinitionRequest) -> Result<ValidatedTaskDefi
     let memory = req.memory.as_deref().map(parse_task_memory).transpose()?;
     if let Some(units) = cpu {
         if !requires(req, "FARGATE") && !EC2_TASK_CPU_RANGE.contains(&units) {
-            return Err(ApiError::invalid_parameter(crate::units::INVALID_TASK_CPU));
+            return Err(ApiError::client(crate::units::INVALID_TASK_CPU));
         }
     }
     if let Some(tags) = &req.tags {

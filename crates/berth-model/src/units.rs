@@ -24,17 +24,17 @@ pub const INVALID_TASK_MEMORY: &str = "Invalid 'memory' setting for task.";
 
 /// Parses a task-level `cpu` string into CPU units.
 ///
-/// Errors are `InvalidParameterException` with ECS's message. Zero is
+/// Errors are `ClientException` with ECS's message. Zero is
 /// rejected; range checks against a launch type are the caller's concern.
 pub fn parse_task_cpu(text: &str) -> Result<u32, ApiError> {
     parse_scaled(text, &[("vcpu", CPU_UNITS_PER_VCPU)])
         .filter(|units| *units > 0)
-        .ok_or_else(|| ApiError::invalid_parameter(INVALID_TASK_CPU))
+        .ok_or_else(|| ApiError::client(INVALID_TASK_CPU))
 }
 
 /// Parses a task-level `memory` string into MiB.
 ///
-/// Errors are `InvalidParameterException` with ECS's message. Zero is
+/// Errors are `ClientException` with ECS's message. Zero is
 /// rejected; range checks against a launch type are the caller's concern.
 pub fn parse_task_memory(text: &str) -> Result<u32, ApiError> {
     parse_scaled(
@@ -47,7 +47,7 @@ pub fn parse_task_memory(text: &str) -> Result<u32, ApiError> {
         ],
     )
     .filter(|mib| *mib > 0)
-    .ok_or_else(|| ApiError::invalid_parameter(INVALID_TASK_MEMORY))
+    .ok_or_else(|| ApiError::client(INVALID_TASK_MEMORY))
 }
 
 /// Splits `text` into a decimal number and an optional unit suffix from

@@ -143,6 +143,30 @@ enum Ranker {
     Random,
 }
 
+/// Gives each distinct attribute value a small id. Attributes that placement spreads over usually
+/// have a handful of values (zones, instance types), so a short list is searched before a map.
+#[derive(Default)]
+struct Interner<'a> {
+    few: Vec<Option<&'a str>>,
+    many: HashMap<Option<&'a str>, u32>,
+}
+
+impl<'a> Interner<'a> {
+    const FEW: usize = 16;
+
+    fn id(&mut self, v: Option<&'a str>) -> u32 {
+        if let Some(pos) = self.few.iter().position(|x| *x == v) {
+            return pos as u32;
+        }
+        if self.few.len() < Self::FEW {
+            self.few.push(v);
+            return (self.few.len() - 1) as u32;
+        }
+        let next = (Self::FEW + self.many.len()) as u32;
+        *self.many.entry(v).or_insert(next)
+    }
+}
+
 /// Tournament tree over fixed leaves: `O(1)` minimum, `O(log n)` update.
 #[derive(Debug)]
 pub(crate) struct MinTree {
@@ -313,13 +337,11 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         let mut attr_values = Vec::with_capacity(attr_names.len());
         let mut attr_counts = Vec::with_capacity(attr_names.len());
         for name in &attr_names {
-            let mut ids: HashMap<Option<&str>, u32> = HashMap::new();
+            let mut ids = Interner::default();
             let mut values = Vec::with_capacity(n);
             let mut counts: Vec<u32> = Vec::new();
             for (i, inst) in snap.instances.iter().enumerate() {
-                let v = inst.attribute(name).flatten();
-                let next = ids.len() as u32;
-                let id = *ids.entry(v).or_insert(next);
+                let id = ids.id(inst.attribute(name).flatten());
                 if id as usize == counts.len() {
                     counts.push(0);
                 }
@@ -475,17 +497,31 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
                 .collect();
             return Selector::Linear { live };
         }
-        let mut index: HashMap<Vec<u32>, usize> = HashMap::new();
         let mut members: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
         let mut leaf_of = vec![(0u32, 0u32); n];
-        for (i, leaf) in leaf_of.iter_mut().enumerate() {
-            let values: Vec<u32> = (0..self.prefix).map(|s| self.attr_values[s][i]).collect();
-            let g = *index.entry(values.clone()).or_insert_with(|| {
-                members.push((values, Vec::new()));
-                members.len() - 1
-            });
-            *leaf = (g as u32, members[g].1.len() as u32);
-            members[g].1.push(i as u32);
+        if self.prefix == 0 {
+            // One group holding every instance.
+            members.push((Vec::new(), (0..n as u32).collect()));
+            for (i, leaf) in leaf_of.iter_mut().enumerate() {
+                *leaf = (0, i as u32);
+            }
+        } else {
+            let mut index: HashMap<Vec<u32>, usize> = HashMap::new();
+            let mut values: Vec<u32> = Vec::with_capacity(self.prefix);
+            for (i, leaf) in leaf_of.iter_mut().enumerate() {
+                values.clear();
+                values.extend((0..self.prefix).map(|s| self.attr_values[s][i]));
+                let g = match index.get(&values) {
+                    Some(g) => *g,
+                    None => {
+                        members.push((values.clone(), Vec::new()));
+                        index.insert(values.clone(), members.len() - 1);
+                        members.len() - 1
+                    }
+                };
+                *leaf = (g as u32, members[g].1.len() as u32);
+                members[g].1.push(i as u32);
+            }
         }
         let groups = members
             .into_iter()

@@ -301,8 +301,21 @@ fn eval_cmp(subject: &Subject, pred: &Predicate, view: &InstanceView<'_>) -> boo
     }
 }
 
+/// The longest expression [`parse`] accepts, in characters.
+pub const MAX_INPUT_CHARS: usize = 10_000;
+
 /// Parses a query expression.
+///
+/// Inputs longer than [`MAX_INPUT_CHARS`] are refused, which bounds the depth of the tree (and of
+/// the recursion that evaluates and drops it); ECS itself caps memberOf expressions at 2,000.
 pub fn parse(input: &str) -> Result<Expr, ParseError> {
+    if input.chars().nth(MAX_INPUT_CHARS).is_some() {
+        return Err(ParseError {
+            position: MAX_INPUT_CHARS,
+            expected: format!("end of expression (at most {MAX_INPUT_CHARS} characters)"),
+            found: "more".into(),
+        });
+    }
     let tokens = lex(input)?;
     let mut p = Parser {
         tokens,

@@ -717,3 +717,24 @@ fn scale_in_stops_at_what_exists() {
     );
     assert!(select_tasks_to_stop(&snap, "service:none", &[], 5, &mut rng(1)).is_empty());
 }
+
+#[test]
+fn spread_over_an_attribute_with_many_values() {
+    // 40 distinct values: more than the interner's short list.
+    let snap = ClusterSnapshot {
+        instances: (0..40)
+            .map(|n| inst(n, ZONE_A, 4096, 8192).with_attribute("rack", &format!("r{}", n % 20)))
+            .collect(),
+    };
+    let mut req = task("service:web", 1, 1);
+    req.strategies = vec![
+        strat("spread", Some("attribute:rack")),
+        strat("spread", Some("instanceId")),
+    ];
+    req.count = 80;
+    let c = counts(&plan(&snap, &req, 4));
+    assert_eq!(c.len(), 40);
+    assert!(c.values().all(|n| *n == 2), "{c:?}");
+}
+
+const ZONE_A: &str = "us-east-1a";

@@ -187,8 +187,12 @@ fn deep_nesting_is_an_error_not_a_crash() {
         ")".repeat(10_000)
     );
     assert!(parse(&deep).is_err());
-    let nots = format!("{}attribute:a exists", "not ".repeat(10_000));
+    let nots = format!("{}attribute:a exists", "not ".repeat(2_000));
     assert!(parse(&nots).is_err());
+    let long = vec!["attribute:a exists"; 1_000].join(" or ");
+    assert_eq!(parse(&long).unwrap_err().position, 10_000);
+    let many = vec!["attribute:a exists"; 400].join(" or ");
+    assert!(parse(&many).is_ok());
 }
 
 proptest! {

@@ -91,17 +91,17 @@ CREATE TABLE IF NOT EXISTS kv (
     create_revision INTEGER NOT NULL,
     mod_revision INTEGER NOT NULL,
     version INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
     revision INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
     key BLOB NOT NULL,
     kind INTEGER NOT NULL,
     value BLOB NOT NULL,
     create_revision INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (revision, seq)
-) WITHOUT ROWID;
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_revision ON events (revision);
 CREATE TABLE IF NOT EXISTS meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     revision INTEGER NOT NULL,
@@ -193,11 +193,11 @@ impl SqliteStore {
             let sql = if end.is_some() {
                 "SELECT revision, key, kind, value, create_revision, version FROM events
                  WHERE revision > ?1 AND revision <= ?2 AND key >= ?3 AND key < ?4
-                 ORDER BY revision, seq"
+                 ORDER BY revision, id"
             } else {
                 "SELECT revision, key, kind, value, create_revision, version FROM events
                  WHERE revision > ?1 AND revision <= ?2 AND key >= ?3
-                 ORDER BY revision, seq"
+                 ORDER BY revision, id"
             };
             let mut stmt = snapshot.prepare_cached(sql).map_err(db)?;
             let mut rows = match &end {
@@ -475,7 +475,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            match self.commit(&requests) {
+            let t0 = std::time::Instant::now();
+            let outcome = self.commit(&requests);
+            if std::env::var_os("BERTH_PROBE").is_some() {
+                eprintln!(
+                    "PROBE n={} total_us={}",
+                    requests.len(),
+                    t0.elapsed().as_micros()
+                );
+            }
+            match outcome {
                 Ok(batch) => {
                     debug!(
                         txns = requests.len(),
@@ -551,7 +560,11 @@ impl Writer {
                 .execute([revision, compact_revision])
                 .map_err(db)?;
         }
+        let tc = std::time::Instant::now();
         tx.commit().map_err(db)?;
+        if std::env::var_os("BERTH_PROBE").is_some() {
+            eprintln!("PROBE commit_us={}", tc.elapsed().as_micros());
+        }
         Ok(Batch {
             results,
             events,
@@ -566,11 +579,11 @@ fn apply_logged(conn: &Connection, txn: &Txn, revision: Revision) -> Result<Appl
     if !applied.events.is_empty() {
         let mut insert = conn
             .prepare_cached(
-                "INSERT INTO events (revision, seq, key, kind, value, create_revision, version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO events (revision, key, kind, value, create_revision, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(db)?;
-        for (seq, event) in applied.events.iter().enumerate() {
+        for event in &applied.events {
             let kind = match event.kind {
                 EventKind::Put => KIND_PUT,
                 EventKind::Delete => KIND_DELETE,
@@ -578,7 +591,6 @@ fn apply_logged(conn: &Connection, txn: &Txn, revision: Revision) -> Result<Appl
             insert
                 .execute(params![
                     revision,
-                    seq as i64,
                     event.kv.key.as_bytes(),
                     kind,
                     event.kv.value,

@@ -1,0 +1,710 @@
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+//! The control plane's operations end to end over an in-memory store: the
+//! JSON documents go in and come out exactly as the edge passes them.
+
+use std::sync::Arc;
+
+use berth_control::{Caller, Config, ControlPlane, ManualClock};
+use berth_model::{ApiError, ErrorCode};
+use berth_store::MemoryStore;
+use serde_json::{json, Value};
+
+fn plane() -> ControlPlane {
+    ControlPlane::new(
+        Arc::new(MemoryStore::new()),
+        Config::default(),
+        Arc::new(ManualClock::new(1_700_000_000_000)),
+    )
+}
+
+fn caller() -> Caller {
+    Caller {
+        principal_arn: "arn:aws:iam::000000000000:root".into(),
+        access_key_id: "AKID".into(),
+    }
+}
+
+fn call(cp: &ControlPlane, op: &str, body: Value) -> Result<Value, ApiError> {
+    let out = cp.ecs(op, body.to_string().as_bytes(), &caller())?;
+    serde_json::from_slice(&out).map_err(|e| ApiError::server(e.to_string()))
+}
+
+fn ok(cp: &ControlPlane, op: &str, body: Value) -> Value {
+    match call(cp, op, body) {
+        Ok(v) => v,
+        Err(e) => panic!("{op} failed: {e}"),
+    }
+}
+
+fn err(cp: &ControlPlane, op: &str, body: Value) -> ApiError {
+    match call(cp, op, body) {
+        Ok(v) => panic!("{op} unexpectedly succeeded: {v}"),
+        Err(e) => e,
+    }
+}
+
+fn taskdef(family: &str) -> Value {
+    json!({"family": family, "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 64}]})
+}
+
+#[test]
+fn cluster_lifecycle() {
+    let cp = plane();
+    let created = ok(
+        &cp,
+        "CreateCluster",
+        json!({"clusterName": "prod", "tags": [{"key": "team", "value": "web"}]}),
+    );
+    assert_eq!(
+        created["cluster"]["clusterArn"],
+        "arn:aws:ecs:us-east-1:000000000000:cluster/prod"
+    );
+    assert_eq!(created["cluster"]["status"], "ACTIVE");
+    // Idempotent create returns the same cluster.
+    let again = ok(&cp, "CreateCluster", json!({"clusterName": "prod"}));
+    assert_eq!(again["cluster"]["tags"][0]["key"], "team");
+    // Default name.
+    assert_eq!(
+        ok(&cp, "CreateCluster", json!({}))["cluster"]["clusterName"],
+        "default"
+    );
+
+    let d = ok(
+        &cp,
+        "DescribeClusters",
+        json!({"clusters": ["prod", "ghost"], "include": ["TAGS"]}),
+    );
+    assert_eq!(d["clusters"][0]["tags"][0]["value"], "web");
+    assert_eq!(d["failures"][0]["reason"], "MISSING");
+    assert_eq!(
+        d["failures"][0]["arn"],
+        "arn:aws:ecs:us-east-1:000000000000:cluster/ghost"
+    );
+    let d = ok(&cp, "DescribeClusters", json!({"clusters": ["prod"]}));
+    assert!(
+        d["clusters"][0].get("tags").is_none(),
+        "tags only when included"
+    );
+
+    let u = ok(
+        &cp,
+        "UpdateClusterSettings",
+        json!({"cluster": "prod", "settings": [{"name": "containerInsights", "value": "enabled"}]}),
+    );
+    assert_eq!(
+        u["cluster"]["settings"],
+        json!([{"name": "containerInsights", "value": "enabled"}])
+    );
+    let e = err(
+        &cp,
+        "UpdateClusterSettings",
+        json!({"cluster": "prod", "settings": [{"name": "bogus", "value": "x"}]}),
+    );
+    assert_eq!(e.code, ErrorCode::InvalidParameterException);
+
+    let deleted = ok(&cp, "DeleteCluster", json!({"cluster": "prod"}));
+    assert_eq!(deleted["cluster"]["status"], "INACTIVE");
+    let d = ok(&cp, "DescribeClusters", json!({"clusters": ["prod"]}));
+    assert_eq!(d["clusters"][0]["status"], "INACTIVE");
+    assert_eq!(
+        err(&cp, "DeleteCluster", json!({"cluster": "prod"})).code,
+        ErrorCode::ClusterNotFoundException
+    );
+    assert_eq!(
+        err(&cp, "UpdateCluster", json!({"cluster": "prod"})).code,
+        ErrorCode::ClusterNotFoundException
+    );
+    let listed = ok(&cp, "ListClusters", json!({}));
+    assert_eq!(
+        listed["clusterArns"],
+        json!(["arn:aws:ecs:us-east-1:000000000000:cluster/default"])
+    );
+}
+
+#[test]
+fn bad_cluster_names_are_refused() {
+    let cp = plane();
+    for name in ["has space", "slash/y", &"x".repeat(256)] {
+        assert_eq!(
+            err(&cp, "CreateCluster", json!({"clusterName": name})).code,
+            ErrorCode::InvalidParameterException
+        );
+    }
+}
+
+#[test]
+fn list_clusters_pages_through_everything_once() {
+    let cp = plane();
+    let mut want = Vec::new();
+    for i in 0..23 {
+        let name = format!("c{i:02}");
+        ok(&cp, "CreateCluster", json!({"clusterName": name}));
+        want.push(format!("arn:aws:ecs:us-east-1:000000000000:cluster/{name}"));
+    }
+    // One deleted cluster in the middle must be skipped, not end a page early.
+    ok(&cp, "DeleteCluster", json!({"cluster": "c05"}));
+    want.retain(|a| !a.ends_with("/c05"));
+    let mut got = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut req = json!({"maxResults": 5});
+        if let Some(t) = &token {
+            req["nextToken"] = json!(t);
+        }
+        let page = ok(&cp, "ListClusters", req);
+        let arns = page["clusterArns"].as_array().cloned().unwrap_or_default();
+        assert!(arns.len() <= 5);
+        got.extend(
+            arns.into_iter()
+                .filter_map(|v| v.as_str().map(String::from)),
+        );
+        pages += 1;
+        match page.get("nextToken").and_then(Value::as_str) {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(got, want);
+    assert_eq!(pages, 5);
+    assert_eq!(
+        err(&cp, "ListClusters", json!({"maxResults": 0})).code,
+        ErrorCode::InvalidParameterException
+    );
+    assert_eq!(
+        err(&cp, "ListClusters", json!({"maxResults": 101})).code,
+        ErrorCode::InvalidParameterException
+    );
+    assert_eq!(
+        err(&cp, "ListClusters", json!({"nextToken": "garbage!"})).code,
+        ErrorCode::InvalidParameterException
+    );
+}
+
+#[test]
+fn task_definition_revisions_and_statuses() {
+    let cp = plane();
+    for expected in 1..=3 {
+        let r = ok(&cp, "RegisterTaskDefinition", taskdef("web"));
+        assert_eq!(r["taskDefinition"]["revision"], expected);
+        assert_eq!(r["taskDefinition"]["registeredAt"], 1_700_000_000.0);
+        assert_eq!(
+            r["taskDefinition"]["registeredBy"],
+            "arn:aws:iam::000000000000:root"
+        );
+    }
+    ok(&cp, "RegisterTaskDefinition", taskdef("api"));
+    // Latest ACTIVE by family; exact by family:revision and by ARN.
+    assert_eq!(
+        ok(
+            &cp,
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "web"})
+        )["taskDefinition"]["revision"],
+        3
+    );
+    assert_eq!(
+        ok(
+            &cp,
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "web:2"})
+        )["taskDefinition"]["revision"],
+        2
+    );
+    let arn = "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1";
+    assert_eq!(
+        ok(
+            &cp,
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": arn})
+        )["taskDefinition"]["revision"],
+        1
+    );
+    let e = err(
+        &cp,
+        "DescribeTaskDefinition",
+        json!({"taskDefinition": "nope"}),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            ErrorCode::ClientException,
+            "Unable to describe task definition."
+        )
+    );
+
+    // Deregistering the latest moves "latest ACTIVE" back.
+    let d = ok(
+        &cp,
+        "DeregisterTaskDefinition",
+        json!({"taskDefinition": "web:3"}),
+    );
+    assert_eq!(d["taskDefinition"]["status"], "INACTIVE");
+    assert!(d["taskDefinition"]["deregisteredAt"].is_number());
+    assert_eq!(
+        ok(
+            &cp,
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": "web"})
+        )["taskDefinition"]["revision"],
+        2
+    );
+    // The next registration still gets a new number.
+    assert_eq!(
+        ok(&cp, "RegisterTaskDefinition", taskdef("web"))["taskDefinition"]["revision"],
+        4
+    );
+
+    let active = ok(&cp, "ListTaskDefinitions", json!({"familyPrefix": "web"}));
+    let arns: Vec<&str> = active["taskDefinitionArns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        arns.iter()
+            .map(|a| a.rsplit('/').next().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["web:1", "web:2", "web:4"]
+    );
+    let desc = ok(
+        &cp,
+        "ListTaskDefinitions",
+        json!({"sort": "DESC", "maxResults": 2}),
+    );
+    assert_eq!(
+        desc["taskDefinitionArns"][0],
+        "arn:aws:ecs:us-east-1:000000000000:task-definition/web:4"
+    );
+    let next = ok(
+        &cp,
+        "ListTaskDefinitions",
+        json!({"sort": "DESC", "maxResults": 2, "nextToken": desc["nextToken"]}),
+    );
+    assert_eq!(
+        next["taskDefinitionArns"],
+        json!([
+            "arn:aws:ecs:us-east-1:000000000000:task-definition/web:1",
+            "arn:aws:ecs:us-east-1:000000000000:task-definition/api:1"
+        ])
+    );
+    assert!(next.get("nextToken").is_none());
+    let inactive = ok(&cp, "ListTaskDefinitions", json!({"status": "INACTIVE"}));
+    assert_eq!(
+        inactive["taskDefinitionArns"],
+        json!(["arn:aws:ecs:us-east-1:000000000000:task-definition/web:3"])
+    );
+
+    // Families.
+    for r in [1, 2, 4] {
+        ok(
+            &cp,
+            "DeregisterTaskDefinition",
+            json!({"taskDefinition": format!("web:{r}")}),
+        );
+    }
+    assert_eq!(
+        ok(&cp, "ListTaskDefinitionFamilies", json!({}))["families"],
+        json!(["api"])
+    );
+    assert_eq!(
+        ok(
+            &cp,
+            "ListTaskDefinitionFamilies",
+            json!({"status": "INACTIVE"})
+        )["families"],
+        json!(["web"])
+    );
+    assert_eq!(
+        ok(
+            &cp,
+            "ListTaskDefinitionFamilies",
+            json!({"status": "ALL", "familyPrefix": "w"})
+        )["families"],
+        json!(["web"])
+    );
+    let e = err(
+        &cp,
+        "DescribeTaskDefinition",
+        json!({"taskDefinition": "web"}),
+    );
+    assert_eq!(e.code, ErrorCode::ClientException);
+
+    // Delete: INACTIVE ones go DELETE_IN_PROGRESS, ACTIVE ones fail.
+    let del = ok(
+        &cp,
+        "DeleteTaskDefinitions",
+        json!({"taskDefinitions": ["web:1", "api:1", "web:99"]}),
+    );
+    assert_eq!(del["taskDefinitions"][0]["status"], "DELETE_IN_PROGRESS");
+    assert_eq!(del["failures"].as_array().map(Vec::len), Some(2));
+    assert!(del["failures"][0]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("ACTIVE"));
+}
+
+#[test]
+fn task_definition_validation_reaches_the_client() {
+    let cp = plane();
+    let e = err(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "bad name!", "containerDefinitions": [{"name": "a", "image": "b", "memory": 64}]}),
+    );
+    assert_eq!(e.code, ErrorCode::ClientException);
+    let e = err(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "f", "cpu": "1.5 potatoes", "containerDefinitions": [{"name": "a", "image": "b", "memory": 64}]}),
+    );
+    assert_eq!(e.code, ErrorCode::ClientException);
+    let e = err(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "b", "memory": 64}, {"name": "a", "image": "c", "memory": 64}]}),
+    );
+    assert_eq!(e.code, ErrorCode::ClientException);
+    let e = err(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "f", "memory": "1 GB", "containerDefinitions": [{"name": "a", "image": "b", "memory": 2048}]}),
+    );
+    assert_eq!(e.code, ErrorCode::ClientException);
+    // A failed registration leaves no trace.
+    assert_eq!(
+        ok(&cp, "ListTaskDefinitionFamilies", json!({"status": "ALL"}))["families"],
+        json!([])
+    );
+}
+
+#[test]
+fn every_container_field_round_trips() {
+    let cp = plane();
+    let container = json!({
+        "name": "web", "image": "nginx:1", "cpu": 256, "memory": 512, "memoryReservation": 256,
+        "links": ["db"], "essential": true, "entryPoint": ["/bin/sh"], "command": ["-c", "run"],
+        "portMappings": [{"containerPort": 80, "hostPort": 8080, "protocol": "tcp", "name": "http"}],
+        "environment": [{"name": "A", "value": "1"}],
+        "mountPoints": [{"sourceVolume": "data", "containerPath": "/data", "readOnly": false}],
+        "volumesFrom": [], "workingDirectory": "/srv", "user": "1000", "privileged": false,
+        "readonlyRootFilesystem": true, "dockerLabels": {"x": "y"},
+        "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}],
+        "healthCheck": {"command": ["CMD", "true"], "interval": 10, "timeout": 5, "retries": 3, "startPeriod": 0},
+        "dependsOn": [{"containerName": "db", "condition": "START"}],
+        "stopTimeout": 30, "startTimeout": 60, "hostname": "web", "dnsServers": ["1.1.1.1"],
+        "extraHosts": [{"hostname": "h", "ipAddress": "10.0.0.1"}],
+        "logConfiguration": {"logDriver": "json-file", "options": {"max-size": "10m"}},
+        "systemControls": [], "interactive": false, "pseudoTerminal": false
+    });
+    let db = json!({"name": "db", "image": "postgres", "memory": 256, "essential": true,
+        "portMappings": [], "environment": [], "mountPoints": [], "volumesFrom": [], "systemControls": [], "cpu": 0});
+    let req = json!({"family": "full", "containerDefinitions": [container, db],
+        "volumes": [{"name": "data", "host": {"sourcePath": "/srv/data"}}]});
+    ok(&cp, "RegisterTaskDefinition", req);
+    let back = ok(
+        &cp,
+        "DescribeTaskDefinition",
+        json!({"taskDefinition": "full:1"}),
+    );
+    assert_eq!(back["taskDefinition"]["containerDefinitions"][0], container);
+    assert_eq!(back["taskDefinition"]["containerDefinitions"][1], db);
+}
+
+#[test]
+fn concurrent_registrations_get_dense_unique_revisions() {
+    let cp = plane();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let cp = cp.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| {
+                        ok(&cp, "RegisterTaskDefinition", taskdef("hot"))["taskDefinition"]
+                            ["revision"]
+                            .as_i64()
+                            .unwrap_or(-1)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut revisions: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap_or_default())
+        .collect();
+    revisions.sort_unstable();
+    assert_eq!(revisions, (1..=200).collect::<Vec<_>>());
+}
+
+fn register_instance(cp: &ControlPlane, cluster: &str) -> String {
+    let r = ok(
+        &cp,
+        "RegisterContainerInstance",
+        json!({
+            "cluster": cluster,
+            "totalResources": [
+                {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": 4096}
+            ],
+            "attributes": [{"name": "ecs.os-type", "value": "linux"}]
+        }),
+    );
+    r["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn attributes_and_cluster_deletion_guards() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "c"}));
+    let arn = register_instance(&cp, "c");
+    assert!(arn.starts_with("arn:aws:ecs:us-east-1:000000000000:container-instance/c/"));
+    let d = ok(&cp, "DescribeClusters", json!({"clusters": ["c"]}));
+    assert_eq!(d["clusters"][0]["registeredContainerInstancesCount"], 1);
+    let e = err(&cp, "DeleteCluster", json!({"cluster": "c"}));
+    assert_eq!(
+        e.code,
+        ErrorCode::ClusterContainsContainerInstancesException
+    );
+
+    let put = ok(
+        &cp,
+        "PutAttributes",
+        json!({"cluster": "c", "attributes": [
+            {"name": "stack", "value": "prod", "targetId": arn},
+            {"name": "gpu", "targetId": arn}
+        ]}),
+    );
+    assert_eq!(put["attributes"][0]["targetId"], arn.as_str());
+    let listed = ok(
+        &cp,
+        "ListAttributes",
+        json!({"cluster": "c", "targetType": "container-instance", "attributeName": "stack"}),
+    );
+    assert_eq!(
+        listed["attributes"],
+        json!([{"name": "stack", "value": "prod", "targetType": "container-instance", "targetId": arn}])
+    );
+    let all = ok(
+        &cp,
+        "ListAttributes",
+        json!({"cluster": "c", "targetType": "container-instance", "maxResults": 2}),
+    );
+    assert_eq!(all["attributes"].as_array().map(Vec::len), Some(2));
+    let rest = ok(
+        &cp,
+        "ListAttributes",
+        json!({"cluster": "c", "targetType": "container-instance", "maxResults": 2, "nextToken": all["nextToken"]}),
+    );
+    assert_eq!(rest["attributes"].as_array().map(Vec::len), Some(1));
+    assert!(rest.get("nextToken").is_none());
+
+    let e = err(
+        &cp,
+        "PutAttributes",
+        json!({"cluster": "c", "attributes": [{"name": "x", "targetId": "0123456789abcdef"}]}),
+    );
+    assert_eq!(e.code, ErrorCode::TargetNotFoundException);
+    let too_many: Vec<Value> = (0..10)
+        .map(|i| json!({"name": format!("k{i}"), "targetId": arn}))
+        .collect();
+    let e = err(
+        &cp,
+        "PutAttributes",
+        json!({"cluster": "c", "attributes": too_many}),
+    );
+    assert_eq!(e.code, ErrorCode::AttributeLimitExceededException);
+
+    ok(
+        &cp,
+        "DeleteAttributes",
+        json!({"cluster": "c", "attributes": [{"name": "stack", "targetId": arn}]}),
+    );
+    let listed = ok(
+        &cp,
+        "ListAttributes",
+        json!({"cluster": "c", "targetType": "container-instance", "attributeName": "stack"}),
+    );
+    assert_eq!(listed["attributes"], json!([]));
+
+    ok(
+        &cp,
+        "DeregisterContainerInstance",
+        json!({"cluster": "c", "containerInstance": arn}),
+    );
+    assert_eq!(
+        ok(&cp, "DeleteCluster", json!({"cluster": "c"}))["cluster"]["status"],
+        "INACTIVE"
+    );
+}
+
+#[test]
+fn tags_on_clusters_and_task_definitions() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "t"}));
+    let cluster = "arn:aws:ecs:us-east-1:000000000000:cluster/t";
+    ok(
+        &cp,
+        "TagResource",
+        json!({"resourceArn": cluster, "tags": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}),
+    );
+    ok(
+        &cp,
+        "TagResource",
+        json!({"resourceArn": cluster, "tags": [{"key": "a", "value": "3"}]}),
+    );
+    ok(
+        &cp,
+        "UntagResource",
+        json!({"resourceArn": cluster, "tagKeys": ["b"]}),
+    );
+    assert_eq!(
+        ok(&cp, "ListTagsForResource", json!({"resourceArn": cluster}))["tags"],
+        json!([{"key": "a", "value": "3"}])
+    );
+
+    let mut req = taskdef("tagged");
+    req["tags"] = json!([{"key": "x", "value": "y"}]);
+    ok(&cp, "RegisterTaskDefinition", req);
+    let td = "arn:aws:ecs:us-east-1:000000000000:task-definition/tagged:1";
+    assert_eq!(
+        ok(&cp, "ListTagsForResource", json!({"resourceArn": td}))["tags"],
+        json!([{"key": "x", "value": "y"}])
+    );
+    let d = ok(
+        &cp,
+        "DescribeTaskDefinition",
+        json!({"taskDefinition": "tagged", "include": ["TAGS"]}),
+    );
+    assert_eq!(d["tags"], json!([{"key": "x", "value": "y"}]));
+
+    let many: Vec<Value> = (0..50)
+        .map(|i| json!({"key": format!("k{i}"), "value": "v"}))
+        .collect();
+    let e = err(&cp, "TagResource", json!({"resourceArn": td, "tags": many}));
+    assert_eq!(
+        e.code,
+        ErrorCode::LimitExceededException,
+        "50 new plus 1 existing is over the limit"
+    );
+    let e = err(
+        &cp,
+        "TagResource",
+        json!({"resourceArn": td, "tags": [{"key": "aws:x", "value": "v"}]}),
+    );
+    assert_eq!(e.code, ErrorCode::InvalidParameterException);
+    let e = err(
+        &cp,
+        "TagResource",
+        json!({"resourceArn": "arn:aws:ecs:us-east-1:000000000000:cluster/none", "tags": []}),
+    );
+    assert_eq!(e.code, ErrorCode::ClusterNotFoundException);
+    let e = err(
+        &cp,
+        "ListTagsForResource",
+        json!({"resourceArn": "not-an-arn"}),
+    );
+    assert_eq!(e.code, ErrorCode::InvalidParameterException);
+}
+
+#[test]
+fn account_settings_layers() {
+    let cp = plane();
+    let eff = ok(
+        &cp,
+        "ListAccountSettings",
+        json!({"name": "containerInsights", "effectiveSettings": true}),
+    );
+    assert_eq!(eff["settings"][0]["value"], "disabled");
+    assert_eq!(eff["settings"][0]["type"], "aws_managed");
+    ok(
+        &cp,
+        "PutAccountSettingDefault",
+        json!({"name": "containerInsights", "value": "enabled"}),
+    );
+    let eff = ok(
+        &cp,
+        "ListAccountSettings",
+        json!({"name": "containerInsights", "effectiveSettings": true}),
+    );
+    assert_eq!(eff["settings"][0]["value"], "enabled");
+    let put = ok(
+        &cp,
+        "PutAccountSetting",
+        json!({"name": "containerInsights", "value": "disabled"}),
+    );
+    assert_eq!(
+        put["setting"]["principalArn"],
+        "arn:aws:iam::000000000000:root"
+    );
+    let mine = ok(&cp, "ListAccountSettings", json!({}));
+    assert_eq!(mine["settings"].as_array().map(Vec::len), Some(1));
+    let eff = ok(
+        &cp,
+        "ListAccountSettings",
+        json!({"name": "containerInsights", "effectiveSettings": true}),
+    );
+    assert_eq!(eff["settings"][0]["value"], "disabled");
+    ok(
+        &cp,
+        "DeleteAccountSetting",
+        json!({"name": "containerInsights"}),
+    );
+    let eff = ok(
+        &cp,
+        "ListAccountSettings",
+        json!({"name": "containerInsights", "effectiveSettings": true}),
+    );
+    assert_eq!(eff["settings"][0]["value"], "enabled");
+    // Paged effective listing covers every setting once.
+    let first = ok(
+        &cp,
+        "ListAccountSettings",
+        json!({"effectiveSettings": true, "maxResults": 4}),
+    );
+    assert_eq!(first["settings"].as_array().map(Vec::len), Some(4));
+    assert!(first["nextToken"].is_string());
+    assert_eq!(
+        err(
+            &cp,
+            "PutAccountSetting",
+            json!({"name": "bogus", "value": "x"})
+        )
+        .code,
+        ErrorCode::InvalidParameterException
+    );
+    assert_eq!(
+        err(
+            &cp,
+            "PutAccountSetting",
+            json!({"name": "taskLongArnFormat", "value": "maybe"})
+        )
+        .code,
+        ErrorCode::InvalidParameterException
+    );
+}
+
+#[test]
+fn protocol_level_errors() {
+    let cp = plane();
+    let e = cp.ecs("ListClusters", b"{not json", &caller()).err();
+    assert_eq!(e.map(|e| e.code), Some(ErrorCode::SerializationException));
+    let e = cp
+        .ecs("ListClusters", br#"{"maxResults": "ten"}"#, &caller())
+        .err();
+    assert_eq!(e.map(|e| e.code), Some(ErrorCode::SerializationException));
+    let e = cp.ecs("Frobnicate", b"{}", &caller()).err();
+    assert_eq!(
+        e.map(|e| e.code),
+        Some(ErrorCode::UnknownOperationException)
+    );
+    let e = cp.ecs("CreateService", b"{}", &caller()).err();
+    assert_eq!(
+        e.map(|e| e.code),
+        Some(ErrorCode::UnsupportedFeatureException)
+    );
+    // An empty body is an empty document.
+    assert!(cp.ecs("ListClusters", b"", &caller()).is_ok());
+}
