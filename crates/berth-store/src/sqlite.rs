@@ -150,11 +150,19 @@ impl SqliteStore {
         let readers = Readers::open(&path, options.read_connections.max(1))?;
         let hub = Arc::new(Mutex::new(Hub::new(revision)));
         let (queue, rx) = mpsc::channel();
+        let (checkpoint, checkpoint_rx) = mpsc::sync_channel(1);
+        let checkpointer = Connection::open(&path).map_err(db)?;
+        configure(&checkpointer, false)?;
+        std::thread::Builder::new()
+            .name("berth-store-checkpoint".into())
+            .spawn(move || run_checkpointer(checkpointer, checkpoint_rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         let writer = Writer {
             conn,
             rx,
             hub: Arc::clone(&hub),
             history,
+            checkpoint,
         };
         let handle = std::thread::Builder::new()
             .name("berth-store-writer".into())
@@ -456,6 +464,30 @@ struct Writer {
     rx: mpsc::Receiver<Request>,
     hub: Arc<Mutex<Hub>>,
     history: i64,
+    /// Wakes the checkpoint thread; full means it is already due.
+    checkpoint: mpsc::SyncSender<()>,
+}
+
+/// The least time between two checkpoints.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Copies committed WAL frames into the database file, off the writer's
+/// path: the writer's connection has automatic checkpoints off, so a
+/// commit never waits for one. A PASSIVE checkpoint runs alongside the
+/// writer and the readers; once it has copied every frame, the writer's
+/// next transaction starts the WAL from the beginning again. Ends when
+/// the writer drops its end of the channel.
+fn run_checkpointer(conn: Connection, due: mpsc::Receiver<()>) {
+    while due.recv().is_ok() {
+        let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        });
+        match outcome {
+            Ok((frames, copied)) => debug!(frames, copied, "checkpoint"),
+            Err(err) => warn!(error = %err, "checkpoint failed"),
+        }
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+    }
 }
 
 /// What a committed batch produced.
@@ -492,6 +524,8 @@ impl Writer {
                         revision = batch.revision,
                         "batch committed"
                     );
+                    // Ask for a checkpoint (a full channel means one is due).
+                    let _ = self.checkpoint.try_send(());
                     // Publish before answering: once a txn returns, every
                     // watcher already has its events in its channel.
                     self.hub.lock().publish(&batch.events, batch.revision);
