@@ -505,6 +505,16 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             for (i, leaf) in leaf_of.iter_mut().enumerate() {
                 *leaf = (0, i as u32);
             }
+        } else if self.prefix == 1 {
+            // One spread attribute (the usual availability-zone spread): value ids are group ids.
+            let values = &self.attr_values[0];
+            let groups = values.iter().max().map_or(0, |m| *m as usize + 1);
+            members = (0..groups as u32).map(|v| (vec![v], Vec::new())).collect();
+            for (i, leaf) in leaf_of.iter_mut().enumerate() {
+                let g = values[i] as usize;
+                *leaf = (g as u32, members[g].1.len() as u32);
+                members[g].1.push(i as u32);
+            }
         } else {
             let mut index: HashMap<Vec<u32>, usize> = HashMap::new();
             let mut values: Vec<u32> = Vec::with_capacity(self.prefix);

@@ -98,6 +98,11 @@ fn arb_strategies() -> impl Strategy<Value = Vec<PlacementStrategy>> {
             strat("random", None),
         ],
         vec![strat("random", None)],
+        vec![
+            PlacementStrategy::spread_availability_zone(),
+            strat("spread", Some("attribute:ecs.instance-type")),
+            strat("binpack", Some("cpu")),
+        ],
     ])
 }
 
