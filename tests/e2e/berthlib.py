@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -100,12 +100,15 @@ class BerthServer:
         region: str = REGION,
         account_id: str = ACCOUNT_ID,
         log_dir: Path | None = None,
+        config_from_env: bool = False,
     ):
         self.data_dir = Path(data_dir)
         self.credentials = credentials
         self.region = region
         self.account_id = account_id
         self.log_dir = Path(log_dir) if log_dir else self.data_dir.parent
+        # Configure through BERTH_LISTEN & co. instead of flags.
+        self.config_from_env = config_from_env
         self.proc: subprocess.Popen | None = None
         self.address: str | None = None
         self.log_path: Path | None = None
@@ -123,18 +126,25 @@ class BerthServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._starts += 1
+        self.address = None
         self.log_path = self.log_dir / f"berth-{self.data_dir.name}-{self._starts}.log"
         env = hermetic_env()
         env.setdefault("RUST_LOG", "info")
+        env["NO_COLOR"] = "1"
         if self.credentials is not None:
             env["BERTH_ROOT_ACCESS_KEY_ID"], env["BERTH_ROOT_SECRET_ACCESS_KEY"] = self.credentials
-        cmd = [
-            str(binary), "server",
-            "--listen", "127.0.0.1:0",
-            "--data-dir", str(self.data_dir),
-            "--region", self.region,
-            "--account-id", self.account_id,
-        ]
+        settings = {
+            "listen": "127.0.0.1:0",
+            "data-dir": str(self.data_dir),
+            "region": self.region,
+            "account-id": self.account_id,
+        }
+        cmd = [str(binary), "server"]
+        for name, value in settings.items():
+            if self.config_from_env:
+                env["BERTH_" + name.upper().replace("-", "_")] = value
+            else:
+                cmd += [f"--{name}", value]
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
@@ -326,19 +336,92 @@ class AwsCli:
 
 
 # --------------------------------------------------------------------------
+# Raw HTTP
+
+
+@dataclass
+class HttpResponse:
+    status_code: int
+    headers: Any  # case-insensitive, as http.client gives them
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Http:
+    """A bare HTTP client (urllib, no proxies) for requests that botocore
+    would never send: unsigned, tampered, malformed."""
+
+    def __init__(self):
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def request(self, method, url, data=None, headers=None, timeout=10) -> HttpResponse:
+        if isinstance(data, str):
+            data = data.encode()
+        req = urllib.request.Request(url, data=data, headers=dict(headers or {}), method=method)
+        try:
+            with self._opener.open(req, timeout=timeout) as resp:
+                return HttpResponse(resp.status, resp.headers, resp.read())
+        except urllib.error.HTTPError as e:
+            return HttpResponse(e.code, e.headers, e.read())
+
+    def get(self, url, **kw) -> HttpResponse:
+        return self.request("GET", url, **kw)
+
+    def post(self, url, **kw) -> HttpResponse:
+        return self.request("POST", url, **kw)
+
+
+def http() -> Http:
+    return Http()
+
+
+def signed_post(endpoint, target, body, *, credentials=(ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY),
+                service="ecs", region=REGION, skew=None, monkeypatch=None):
+    """POSTs `body` with `X-Amz-Target: target`, signed by botocore's own
+    SigV4 signer; `skew` shifts the signing clock."""
+    import botocore.auth
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    headers = {"Content-Type": JSON_CONTENT_TYPE}
+    if target is not None:
+        headers["X-Amz-Target"] = target
+    req = AWSRequest(method="POST", url=endpoint + "/", data=body, headers=headers)
+    if skew is not None:
+        real = botocore.auth.get_current_datetime
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: real(*a, **k) + skew)
+    try:
+        SigV4Auth(Credentials(*credentials), service, region).add_auth(req)
+    finally:
+        if skew is not None:
+            monkeypatch.undo()
+    prepared = req.prepare()
+    return http().post(prepared.url, data=prepared.body, headers=dict(prepared.headers), timeout=10)
+
+
+# --------------------------------------------------------------------------
 # Assertions
 
 
-def assert_client_error(call: Callable[[], Any], code: str, status: int | None = 400) -> dict:
-    """Runs a boto3 call that must fail with `code`; checks the HTTP status
-    and that a request id came back. Returns the botocore error response."""
+def assert_client_error(call: Callable[[], Any], code: str | tuple[str, ...], status: int | None = 400) -> dict:
+    """Runs a boto3 call that must fail with `code` (or one of several);
+    checks the HTTP status and that a request id came back. Returns the
+    botocore error response."""
+    codes = (code,) if isinstance(code, str) else code
     try:
         result = call()
     except ClientError as e:
         err = e.response
         got = err.get("Error", {}).get("Code")
         meta = err.get("ResponseMetadata", {})
-        assert got == code, f"expected {code}, got {got}: {err.get('Error')}"
+        assert got in codes, f"expected {' or '.join(codes)}, got {got}: {err.get('Error')}"
         if status is not None:
             assert meta.get("HTTPStatusCode") == status, f"{code}: HTTP {meta.get('HTTPStatusCode')}, expected {status}"
         assert meta.get("RequestId"), f"{code}: no request id in {meta}"

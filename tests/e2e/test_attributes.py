@@ -110,3 +110,17 @@ def test_attributes_unknown_cluster(ecs, unique):
         lambda: ecs.list_attributes(cluster=unique("ghost"), targetType="container-instance"),
         "ClusterNotFoundException",
     )
+
+
+def test_custom_attribute_limit(ecs, instance):
+    cluster, arn = instance  # already carries custom.zone
+    nine = [{"name": f"n{i}", "value": "v", "targetType": "container-instance", "targetId": arn} for i in range(9)]
+    ecs.put_attributes(cluster=cluster, attributes=nine)
+    assert_client_error(
+        lambda: ecs.put_attributes(
+            cluster=cluster, attributes=[{"name": "eleventh", "targetType": "container-instance", "targetId": arn}]
+        ),
+        "AttributeLimitExceededException",
+    )
+    # Replacing the value of an existing attribute is not a new one.
+    ecs.put_attributes(cluster=cluster, attributes=[{"name": "n0", "value": "w", "targetId": arn}])

@@ -235,6 +235,7 @@ def test_delete_cluster_refused_while_instance_registered(aws, ecs, unique):
     d = ecs.describe_clusters(clusters=[name])["clusters"][0]
     assert d["registeredContainerInstancesCount"] == 1
 
+    assert aws("ecs", "list-container-instances", "--cluster", name)["containerInstanceArns"] == [arn]
     err = aws.fail("ecs", "delete-cluster", "--cluster", name)
     assert err.code == "ClusterContainsContainerInstancesException", err.stderr
     assert_client_error(lambda: ecs.delete_cluster(cluster=name), "ClusterContainsContainerInstancesException")

@@ -65,3 +65,13 @@ def test_region_and_account_settings(berth_factory):
     arn = ecs.create_cluster(clusterName="c")["cluster"]["clusterArn"]
     assert arn == "arn:aws:ecs:eu-west-1:123456789012:cluster/c"
     assert server.client("sts").get_caller_identity()["Account"] == "123456789012"
+
+
+def test_configuration_from_environment(berth_factory):
+    server = berth_factory.start(
+        "env-config", config_from_env=True, region="ap-south-1", account_id="210987654321"
+    )
+    assert server.address.startswith("127.0.0.1:")
+    assert any(server.data_dir.iterdir()), "the data dir from BERTH_DATA_DIR is unused"
+    arn = server.client("ecs").create_cluster(clusterName="e")["cluster"]["clusterArn"]
+    assert arn == "arn:aws:ecs:ap-south-1:210987654321:cluster/e"

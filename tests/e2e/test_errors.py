@@ -6,7 +6,6 @@ import datetime
 import json
 
 import pytest
-import requests
 
 import berthlib
 from berthlib import (
@@ -16,39 +15,10 @@ from berthlib import (
     ROOT_ACCESS_KEY_ID,
     ROOT_SECRET_ACCESS_KEY,
     assert_client_error,
+    http,
     make_client,
+    signed_post,
 )
-
-
-def http():
-    s = requests.Session()
-    s.trust_env = False  # no proxies, no netrc
-    return s
-
-
-def signed_post(endpoint, target, body, *, credentials=(ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY),
-                service="ecs", region=REGION, skew=None, monkeypatch=None):
-    """POSTs `body` with `X-Amz-Target: target`, signed by botocore's own
-    SigV4 signer; `skew` shifts the signing clock."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-    import botocore.auth
-
-    headers = {"Content-Type": JSON_CONTENT_TYPE}
-    if target is not None:
-        headers["X-Amz-Target"] = target
-    req = AWSRequest(method="POST", url=endpoint + "/", data=body, headers=headers)
-    if skew is not None:
-        real = botocore.auth.get_current_datetime
-        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: real(*a, **k) + skew)
-    try:
-        SigV4Auth(Credentials(*credentials), service, region).add_auth(req)
-    finally:
-        if skew is not None:
-            monkeypatch.undo()
-    prepared = req.prepare()
-    return http().post(prepared.url, data=prepared.body, headers=dict(prepared.headers), timeout=10)
 
 
 def assert_json_error(resp, code, status=None):
@@ -221,14 +191,18 @@ def test_body_tampered_after_signing(endpoint):
     assert_json_error(resp, "InvalidSignatureException")
 
 
-@pytest.mark.parametrize("minutes", [-20, 20], ids=["20-minutes-late", "20-minutes-early"])
-def test_clock_skew_over_15_minutes(endpoint, monkeypatch, minutes):
+@pytest.mark.parametrize(
+    "minutes,message",
+    [(-20, "Signature expired"), (20, "Signature not yet current")],
+    ids=["20-minutes-late", "20-minutes-early"],
+)
+def test_clock_skew_over_15_minutes(endpoint, monkeypatch, minutes, message):
     resp = signed_post(
         endpoint, ECS_TARGET_PREFIX + "ListClusters", "{}",
         skew=datetime.timedelta(minutes=minutes), monkeypatch=monkeypatch,
     )
     body = assert_json_error(resp, "InvalidSignatureException")
-    assert "Signature expired" in body.get("message", body.get("Message", "")), body
+    assert message in body.get("message", body.get("Message", "")), body
 
 
 def test_clock_skew_within_15_minutes_is_fine(endpoint, monkeypatch):
@@ -239,9 +213,23 @@ def test_clock_skew_within_15_minutes_is_fine(endpoint, monkeypatch):
     assert resp.status_code == 200, resp.text
 
 
-def test_signature_scoped_to_wrong_region(endpoint):
-    resp = signed_post(endpoint, ECS_TARGET_PREFIX + "ListClusters", "{}", region="eu-west-3")
+@pytest.mark.parametrize(
+    "scope", [{"region": "eu-west-3"}, {"service": "ecr"}], ids=["wrong-region", "wrong-service"]
+)
+def test_signature_scoped_elsewhere(endpoint, scope):
+    resp = signed_post(endpoint, ECS_TARGET_PREFIX + "ListClusters", "{}", **scope)
     assert_json_error(resp, "InvalidSignatureException")
+
+
+def test_wire_timestamps_are_epoch_seconds(ecs, endpoint, unique):
+    family = unique("wire")
+    ecs.register_task_definition(family=family, containerDefinitions=[container()])
+    resp = signed_post(endpoint, ECS_TARGET_PREFIX + "DescribeTaskDefinition", json.dumps({"taskDefinition": family}))
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["Content-Type"].startswith(JSON_CONTENT_TYPE)
+    registered_at = resp.json()["taskDefinition"]["registeredAt"]
+    assert isinstance(registered_at, (int, float)) and not isinstance(registered_at, bool), registered_at
+    assert abs(registered_at - datetime.datetime.now(datetime.timezone.utc).timestamp()) < 300
 
 
 def test_sts_errors_in_sts_spelling(endpoint):
@@ -260,3 +248,50 @@ def test_request_ids_are_unique(ecs, unique):
             ids.add(e.response["ResponseMetadata"]["RequestId"])
     ids.add(ecs.list_clusters()["ResponseMetadata"]["RequestId"])
     assert len(ids) == 4, ids
+
+
+# --------------------------------------------------------------------------
+# Parameter validation shared by the operations
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda ecs: ecs.list_clusters(maxResults=0), id="maxResults-0"),
+        pytest.param(lambda ecs: ecs.list_clusters(maxResults=101), id="maxResults-101"),
+        pytest.param(lambda ecs: ecs.list_clusters(nextToken="not-a-token"), id="bad-nextToken"),
+        pytest.param(lambda ecs: ecs.list_task_definitions(sort="SIDEWAYS"), id="bad-sort"),
+        pytest.param(lambda ecs: ecs.list_task_definition_families(status="WEIRD"), id="bad-family-status"),
+        pytest.param(lambda ecs: ecs.describe_clusters(clusters=["default"], include=["BOGUS"]), id="bad-include"),
+        pytest.param(lambda ecs: ecs.create_cluster(clusterName="bad name!"), id="bad-cluster-name"),
+        pytest.param(lambda ecs: ecs.create_cluster(clusterName="c" * 256), id="cluster-name-too-long"),
+        pytest.param(lambda ecs: ecs.create_cluster(clusterName="s", settings=[{"name": "containerInsights", "value": "sometimes"}]),
+                     id="bad-cluster-setting"),
+    ],
+)
+def test_invalid_parameters(ecs, call):
+    assert_client_error(lambda: call(ecs), "InvalidParameterException", 400)
+
+
+def test_fargate_task_definitions(ecs, unique):
+    family = unique("fargate")
+    td = ecs.register_task_definition(
+        family=family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "app", "image": "busybox", "portMappings": [{"containerPort": 8080}]}],
+    )["taskDefinition"]
+    assert "FARGATE" in td["compatibilities"], td["compatibilities"]
+    assert (td["networkMode"], td["cpu"], td["memory"]) == ("awsvpc", "256", "512")
+    # In awsvpc mode the host port is the container port.
+    assert td["containerDefinitions"][0]["portMappings"][0]["hostPort"] == 8080
+    for bad in (
+        {"cpu": "256", "memory": "4096"},  # not a Fargate size
+        {"memory": "512"},  # Fargate needs task cpu
+    ):
+        assert_client_error(
+            lambda: ecs.register_task_definition(
+                family=family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
+                containerDefinitions=[{"name": "app", "image": "busybox"}], **bad,
+            ),
+            "ClientException",
+        )
+    assert ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]["revision"] == 1

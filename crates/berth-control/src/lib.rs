@@ -69,6 +69,7 @@ struct Inner {
     scope: ArnScope,
     clock: Arc<dyn Clock>,
     locks: locks::KeyLocks,
+    registrations: task_definitions::Combiner,
 }
 
 /// Every ECS operation in the service model. The ones Berth does not serve
@@ -161,6 +162,7 @@ impl ControlPlane {
                 scope: ArnScope::new(config.region, config.account_id),
                 clock,
                 locks: locks::KeyLocks::default(),
+                registrations: task_definitions::Combiner::default(),
             }),
         }
     }
@@ -238,6 +240,9 @@ impl Cx<'_> {
     }
     pub(crate) fn locks(&self) -> &locks::KeyLocks {
         &self.inner.locks
+    }
+    pub(crate) fn registrations(&self) -> &task_definitions::Combiner {
+        &self.inner.registrations
     }
 }
 

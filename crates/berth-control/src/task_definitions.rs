@@ -12,11 +12,16 @@
 use berth_model::arn::Arn;
 use berth_model::cluster::Failure;
 use berth_model::common::Tag;
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+
 use berth_model::task_definition::{
     build_task_definition, validate, RegisterTaskDefinitionRequest, Registration, TaskDefinition,
+    ValidatedTaskDefinition,
 };
 use berth_model::ApiError;
 use berth_store::{Compare, Op, RangeRequest};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::paging::{decode_token, encode_token, page_size};
@@ -120,50 +125,93 @@ pub(crate) struct TaskDefinitionResponse {
     tags: Option<Vec<Tag>>,
 }
 
+/// One registration waiting for its family's next commit.
+struct Pending {
+    req: RegisterTaskDefinitionRequest,
+    validated: ValidatedTaskDefinition,
+    principal: String,
+    reply: mpsc::SyncSender<Result<StoredTaskDefinition, ApiError>>,
+}
+
+/// Combines concurrent registrations into one family into one transaction.
+///
+/// Revisions of a family are dense, so registrations into it are ordered
+/// through the family record; committing them one by one would cost one
+/// durable commit each. Instead each caller queues its registration and
+/// takes the family lock; whoever holds the lock commits everything queued
+/// for the family at once (flat combining) and answers the others, who find
+/// their answer waiting when they get the lock.
+#[derive(Debug, Default)]
+pub(crate) struct Combiner {
+    queues: Mutex<HashMap<String, VecDeque<Pending>>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("family", &self.req.family)
+            .finish_non_exhaustive()
+    }
+}
+
+/// At most this many registrations go into one transaction.
+const MAX_COMBINED: usize = 128;
+
+impl Combiner {
+    fn push(&self, pending: Pending) {
+        self.queues
+            .lock()
+            .entry(pending.req.family.clone())
+            .or_default()
+            .push_back(pending);
+    }
+
+    fn take(&self, family: &str) -> Vec<Pending> {
+        let mut queues = self.queues.lock();
+        let Some(queue) = queues.get_mut(family) else {
+            return Vec::new();
+        };
+        let n = queue.len().min(MAX_COMBINED);
+        let batch: Vec<Pending> = queue.drain(..n).collect();
+        if queue.is_empty() {
+            queues.remove(family);
+        }
+        batch
+    }
+}
+
 pub(crate) fn register(
     cx: &Cx<'_>,
     req: RegisterTaskDefinitionRequest,
 ) -> Result<TaskDefinitionResponse, ApiError> {
     let validated = validate(&req)?;
-    let tags = req.tags.clone().unwrap_or_default();
     let family = req.family.clone();
     let family_key = keys::family(&family);
+    let (reply, answer) = mpsc::sync_channel(1);
     let principal = cx.caller().principal_arn.clone();
-    // Writers of one family queue here instead of colliding in retries.
-    let _guard = cx.locks().lock(&family_key);
-    let stored = read_modify_write(cx.store(), &family_key, |current: Option<FamilyRecord>| {
-        let mut record = current.unwrap_or_else(|| FamilyRecord {
-            name: family.clone(),
-            ..Default::default()
-        });
-        let revision = record.latest_revision + 1;
-        let revision_i32 = i32::try_from(revision).map_err(|_| {
-            ApiError::client("The family has reached the maximum number of revisions.")
-        })?;
-        let registration = Registration {
-            revision: revision_i32,
-            task_definition_arn: cx.scope().task_definition(&family, revision),
-            registered_at: cx.now(),
-            registered_by: Some(principal.clone()),
-        };
-        let definition = build_task_definition(&req, &validated, &registration);
-        record.latest_revision = revision;
-        record.latest_active = Some(revision);
-        record.active_count += 1;
-        let stored = StoredTaskDefinition {
-            definition,
-            tags: tags.clone(),
-        };
-        let ops = vec![
-            put_op(family_key.clone(), &record)?,
-            put_op(keys::taskdef(&family, revision), &stored)?,
-            Op::Put {
-                key: keys::taskdef_status(&family, revision),
-                value: ACTIVE.as_bytes().to_vec(),
-            },
-        ];
-        Ok(Change::Write(ops, stored))
-    })?;
+    cx.registrations().push(Pending {
+        req,
+        validated,
+        principal,
+        reply,
+    });
+    let stored = {
+        let _guard = cx.locks().lock(&family_key);
+        loop {
+            if let Ok(result) = answer.try_recv() {
+                break result?;
+            }
+            let batch = cx.registrations().take(&family);
+            if batch.is_empty() {
+                // Ours was taken by a holder of the lock before us, who
+                // answered before releasing it; nothing can be left.
+                break answer
+                    .try_recv()
+                    .map_err(|_| ApiError::server("registration was lost, try again"))??;
+            }
+            commit_registrations(cx, &family, batch);
+        }
+    };
     tracing::info!(
         family = %family,
         revision = stored.definition.revision.unwrap_or_default(),
@@ -173,6 +221,62 @@ pub(crate) fn register(
         task_definition: stored.definition,
         tags: Some(stored.tags),
     })
+}
+
+/// Commits a batch of registrations into one family in one transaction and
+/// answers each of them.
+fn commit_registrations(cx: &Cx<'_>, family: &str, batch: Vec<Pending>) {
+    let family_key = keys::family(family);
+    let result = read_modify_write(cx.store(), &family_key, |current: Option<FamilyRecord>| {
+        let mut record = current.unwrap_or_else(|| FamilyRecord {
+            name: family.to_string(),
+            ..Default::default()
+        });
+        let mut ops = Vec::with_capacity(batch.len() * 2 + 1);
+        let mut stored_all = Vec::with_capacity(batch.len());
+        let now = cx.now();
+        for pending in &batch {
+            let revision = record.latest_revision + 1;
+            let revision_i32 = i32::try_from(revision).map_err(|_| {
+                ApiError::client("The family has reached the maximum number of revisions.")
+            })?;
+            let registration = Registration {
+                revision: revision_i32,
+                task_definition_arn: cx.scope().task_definition(family, revision),
+                registered_at: now,
+                registered_by: Some(pending.principal.clone()),
+            };
+            let definition = build_task_definition(&pending.req, &pending.validated, &registration);
+            record.latest_revision = revision;
+            record.latest_active = Some(revision);
+            record.active_count += 1;
+            let stored = StoredTaskDefinition {
+                definition,
+                tags: pending.req.tags.clone().unwrap_or_default(),
+            };
+            ops.push(put_op(keys::taskdef(family, revision), &stored)?);
+            ops.push(Op::Put {
+                key: keys::taskdef_status(family, revision),
+                value: ACTIVE.as_bytes().to_vec(),
+            });
+            stored_all.push(stored);
+        }
+        ops.push(put_op(family_key.clone(), &record)?);
+        Ok(Change::Write(ops, stored_all))
+    });
+    match result {
+        Ok(stored_all) => {
+            for (pending, stored) in batch.into_iter().zip(stored_all) {
+                // A caller that gave up no longer listens; nothing to do.
+                let _ = pending.reply.send(Ok(stored));
+            }
+        }
+        Err(err) => {
+            for pending in batch {
+                let _ = pending.reply.send(Err(err.clone()));
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]

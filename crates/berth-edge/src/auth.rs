@@ -30,12 +30,15 @@ pub enum Protocol {
 #[derive(Debug)]
 pub struct Authenticator {
     verifier: Verifier<Credentials>,
+    /// The region signatures must be scoped to.
+    region: String,
 }
 
 impl Authenticator {
-    pub fn new(credentials: Credentials) -> Self {
+    pub fn new(credentials: Credentials, region: impl Into<String>) -> Self {
         Self {
             verifier: Verifier::new(credentials),
+            region: region.into(),
         }
     }
 
@@ -64,6 +67,19 @@ impl Authenticator {
             expected_service: service,
         };
         match self.verifier.verify(&request, &options, SystemTime::now()) {
+            Ok(v) if v.region != self.region => {
+                let code = match protocol {
+                    Protocol::Json => ErrorCode::InvalidSignatureException,
+                    Protocol::Query => ErrorCode::SignatureDoesNotMatch,
+                };
+                Err(ApiError::new(
+                    code,
+                    format!(
+                        "Credential should be scoped to a valid region, not '{}'.",
+                        v.region
+                    ),
+                ))
+            }
             Ok(v) => Ok(Caller {
                 principal_arn: v.principal,
                 access_key_id: v.access_key_id,

@@ -33,7 +33,7 @@ fn app() -> axum::Router {
             Config::default(),
             Arc::new(SystemClock),
         ),
-        auth: Authenticator::new(Credentials::with_root(&root, "000000000000")),
+        auth: Authenticator::new(Credentials::with_root(&root, "000000000000"), "us-east-1"),
         metrics: Default::default(),
         account_id: "000000000000".into(),
     };
@@ -44,6 +44,7 @@ struct Signing<'a> {
     secret: &'a str,
     key: &'a str,
     service: &'a str,
+    region: &'a str,
     time: SystemTime,
     presigned: bool,
 }
@@ -54,6 +55,7 @@ impl Default for Signing<'_> {
             secret: SECRET,
             key: KEY,
             service: "ecs",
+            region: "us-east-1",
             time: SystemTime::now(),
             presigned: false,
         }
@@ -69,7 +71,7 @@ fn signed(mut req: Request<Body>, body: &[u8], s: Signing<'_>) -> Request<Body> 
     }
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region("us-east-1")
+        .region(s.region)
         .name(s.service)
         .time(s.time)
         .settings(settings)
@@ -246,6 +248,25 @@ async fn authentication_failures() {
     )
     .await;
     assert!((400..500).contains(&status), "{status} {body}");
+    // Scoped to another region.
+    let (status, _, body) = ecs(
+        &app,
+        "ListClusters",
+        "{}",
+        Signing {
+            region: "eu-west-3",
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (403, Some("InvalidSignatureException"))
+    );
+    assert_eq!(
+        body["message"],
+        "Credential should be scoped to a valid region, not 'eu-west-3'."
+    );
     // A malformed Authorization header.
     let mut req = ecs_request("ListClusters", "{}");
     req.headers_mut().insert(

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 use crate::failure::{event_subject, ClosestInstance, Diagnosis, FailureReason, Rejection};
 use crate::model::{
@@ -51,6 +51,26 @@ pub fn place<R: Rng + ?Sized>(
     Engine::new(snapshot, request, options, rng).run()
 }
 
+/// Every feasibility stage that instance `instance_index` fails for one task of `request`, in
+/// pipeline order; empty when the task fits. This is StartTask's check: the caller picked the
+/// instances, so no strategy applies. Returns `None` if the index is out of range.
+pub fn check_instance(
+    snapshot: &ClusterSnapshot,
+    instance_index: usize,
+    request: &PlacementRequest,
+    options: &PlacementOptions,
+) -> Option<Vec<FailureReason>> {
+    let instance = snapshot.instances.get(instance_index)?;
+    let single = ClusterSnapshot {
+        instances: vec![instance.clone()],
+    };
+    // The RNG only breaks ranking ties, which a feasibility check never reaches.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut engine = Engine::new(&single, request, options, &mut rng);
+    engine.verify(0);
+    Some(engine.all_failures(0))
+}
+
 /// One feasibility check. Each rejects with exactly one [`FailureReason`].
 #[derive(Debug)]
 pub(crate) enum Stage<'a> {
@@ -72,7 +92,27 @@ pub(crate) enum Stage<'a> {
     PortsUdp,
 }
 
+/// How much of the pipeline a check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Only the cheap stages, over every instance at the start of a run.
+    Cheap,
+    /// Every stage.
+    Full,
+    /// After a placement on the instance: the stages whose verdict that placement can change.
+    Recheck,
+}
+
 impl Stage<'_> {
+    /// Stages put off until an instance is about to be chosen: they read port lists and evaluate
+    /// expressions, and most instances of a large cluster never come near the top of the ranking.
+    fn is_deferred(&self) -> bool {
+        matches!(
+            self,
+            Self::Attributes { .. } | Self::PortsTcp | Self::PortsUdp
+        )
+    }
+
     fn reason(&self) -> FailureReason {
         match self {
             Self::AgentStatus => FailureReason::Agent,
@@ -260,8 +300,10 @@ struct Engine<'a, R: ?Sized> {
     rand_key: Vec<u32>,
     /// Per-instance seeded tie-break.
     tiebreak: Vec<u32>,
-    /// First failing stage per instance, `None` while feasible.
+    /// First failing stage per instance, `None` while feasible (as far as it has been checked).
     reject: Vec<Option<FailureReason>>,
+    /// Whether the deferred stages have run on the instance (and its port state is read).
+    verified: Vec<bool>,
     /// Per attribute slot: value id per instance.
     attr_values: Vec<Vec<u32>>,
     /// Per attribute slot: tasks of the group per value id.
@@ -359,31 +401,6 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             Vec::new()
         };
         let tiebreak = (0..n).map(|_| rng.gen_range(0..u32::MAX)).collect();
-        let tcp = snap
-            .instances
-            .iter()
-            .map(|inst| {
-                PortState::new(
-                    &inst.used_tcp_ports,
-                    &need.static_tcp_ports,
-                    need.dynamic_tcp_ports,
-                    range,
-                )
-            })
-            .collect();
-        let udp = snap
-            .instances
-            .iter()
-            .map(|inst| {
-                PortState::new(
-                    &inst.used_udp_ports,
-                    &need.static_udp_ports,
-                    need.dynamic_udp_ports,
-                    range,
-                )
-            })
-            .collect();
-
         let mut engine = Self {
             snap,
             req,
@@ -399,24 +416,50 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             gpu: snap.instances.iter().map(|i| i.remaining.gpus).collect(),
             group_count,
             planned: vec![0; n],
-            tcp,
-            udp,
+            tcp: vec![PortState::default(); n],
+            udp: vec![PortState::default(); n],
             rand_key,
             tiebreak,
             reject: Vec::with_capacity(n),
+            verified: vec![false; n],
             attr_values,
             attr_counts,
         };
-        engine.reject = (0..n).map(|i| engine.first_failure(i, true)).collect();
+        engine.reject = (0..n)
+            .map(|i| engine.first_failure(i, Check::Cheap))
+            .collect();
         engine
     }
 
-    /// The first stage that rejects instance `i`; `with_static` false skips stages whose verdict
-    /// cannot have changed since the last check.
-    fn first_failure(&self, i: usize, with_static: bool) -> Option<FailureReason> {
+    /// Runs the deferred stages on instance `i` once (reading its ports first) and returns its
+    /// verdict.
+    fn verify(&mut self, i: usize) -> Option<FailureReason> {
+        if !self.verified[i] {
+            let need = &self.req.requirements;
+            let inst = &self.snap.instances[i];
+            self.tcp[i] = PortState::new(
+                &inst.used_tcp_ports,
+                &need.static_tcp_ports,
+                need.dynamic_tcp_ports,
+                self.range,
+            );
+            self.udp[i] = PortState::new(
+                &inst.used_udp_ports,
+                &need.static_udp_ports,
+                need.dynamic_udp_ports,
+                self.range,
+            );
+            self.verified[i] = true;
+            self.reject[i] = self.first_failure(i, Check::Full);
+        }
+        self.reject[i]
+    }
+
+    /// The first stage that rejects instance `i`, among those `check` runs.
+    fn first_failure(&self, i: usize, check: Check) -> Option<FailureReason> {
         self.stages
             .iter()
-            .find(|s| !self.passes(s, i, with_static))
+            .find(|s| !self.passes(s, i, check))
             .map(Stage::reason)
     }
 
@@ -424,21 +467,25 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
     fn all_failures(&self, i: usize) -> Vec<FailureReason> {
         self.stages
             .iter()
-            .filter(|s| !self.passes(s, i, true))
+            .filter(|s| !self.passes(s, i, Check::Full))
             .map(Stage::reason)
             .collect()
     }
 
     #[inline]
-    fn passes(&self, stage: &Stage<'_>, i: usize, with_static: bool) -> bool {
+    fn passes(&self, stage: &Stage<'_>, i: usize, check: Check) -> bool {
+        if check == Check::Cheap && stage.is_deferred() {
+            return true;
+        }
         let need = &self.req.requirements;
         let inst = &self.snap.instances[i];
         match stage {
             Stage::AgentStatus => {
-                !with_static || (inst.agent_connected && inst.status == InstanceStatus::Active)
+                check == Check::Recheck
+                    || (inst.agent_connected && inst.status == InstanceStatus::Active)
             }
             Stage::Attributes { exprs, dynamic } => {
-                if !with_static && !dynamic {
+                if check == Check::Recheck && !dynamic {
                     return true;
                 }
                 let view = InstanceView {
@@ -486,12 +533,18 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         }
     }
 
-    fn build_selector(&self) -> Selector {
+    fn build_selector(&mut self) -> Selector {
         let n = self.snap.instances.len();
         let tree_mode = !self.rankers[self.prefix..]
             .iter()
             .any(|r| matches!(r, Ranker::SpreadAttribute(_)));
         if !tree_mode {
+            // The linear scan looks at every candidate anyway: verify them all now.
+            for i in 0..n {
+                if self.reject[i].is_none() {
+                    self.verify(i);
+                }
+            }
             let live = (0..n as u32)
                 .filter(|i| self.reject[*i as usize].is_none())
                 .collect();
@@ -547,36 +600,49 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         Selector::Tree { groups, leaf_of }
     }
 
-    /// The best feasible instance, if any.
-    fn select(&self, selector: &Selector) -> Option<usize> {
+    /// The best feasible instance, if any. In tree mode the best-ranked candidate is verified
+    /// (deferred stages) before it is returned; one that fails leaves its tree and the next is tried.
+    /// Each instance is verified at most once, so this ends.
+    fn select(&mut self, selector: &mut Selector) -> Option<usize> {
         match selector {
             Selector::Linear { live } => live
                 .iter()
                 .map(|i| *i as usize)
                 .min_by_key(|i| self.key(*i, 0)),
-            Selector::Tree { groups, .. } => {
-                let mut best: Option<([u32; MAX_STRATEGIES], &Key, usize)> = None;
-                for g in groups {
-                    let (leaf, key) = g.tree.min();
-                    if *key == INFEASIBLE {
-                        continue;
-                    }
-                    let mut pk = [0u32; MAX_STRATEGIES];
-                    for (s, v) in g.values.iter().enumerate() {
-                        pk[s] = self.attr_counts[s][*v as usize];
-                    }
-                    let i = g.members[leaf as usize] as usize;
-                    let better = match &best {
-                        None => true,
-                        Some((bp, bk, _)) => (pk, key) < (*bp, *bk),
-                    };
-                    if better {
-                        best = Some((pk, key, i));
-                    }
+            Selector::Tree { groups, leaf_of } => loop {
+                let i = self.best_ranked(groups)?;
+                if self.verify(i).is_none() {
+                    return Some(i);
                 }
-                best.map(|(_, _, i)| i)
+                let (g, leaf) = leaf_of[i];
+                groups[g as usize].tree.update(leaf, INFEASIBLE);
+            },
+        }
+    }
+
+    /// The instance at the top of the grouped trees: the group with the lowest spread counts, then
+    /// the lowest key inside it.
+    fn best_ranked(&self, groups: &[Group]) -> Option<usize> {
+        let mut best: Option<([u32; MAX_STRATEGIES], &Key, usize)> = None;
+        for g in groups {
+            let (leaf, key) = g.tree.min();
+            if *key == INFEASIBLE {
+                continue;
+            }
+            let mut pk = [0u32; MAX_STRATEGIES];
+            for (s, v) in g.values.iter().enumerate() {
+                pk[s] = self.attr_counts[s][*v as usize];
+            }
+            let i = g.members[leaf as usize] as usize;
+            let better = match &best {
+                None => true,
+                Some((bp, bk, _)) => (pk, key) < (*bp, *bk),
+            };
+            if better {
+                best = Some((pk, key, i));
             }
         }
+        best.map(|(_, _, i)| i)
     }
 
     /// Records a task on instance `i` and re-checks it.
@@ -614,7 +680,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         if !self.rand_key.is_empty() {
             self.rand_key[i] = self.rng.gen_range(0..u32::MAX);
         }
-        self.reject[i] = self.first_failure(i, false);
+        self.reject[i] = self.first_failure(i, Check::Recheck);
         match selector {
             Selector::Tree { groups, leaf_of } => {
                 let (g, leaf) = leaf_of[i];
@@ -636,7 +702,13 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         }
     }
 
-    fn diagnose(&self) -> Diagnosis {
+    fn diagnose(&mut self) -> Diagnosis {
+        // Some instances were only checked by the cheap stages: run every stage on all of them so
+        // that each is reported under its first failing stage.
+        for i in 0..self.snap.instances.len() {
+            self.verify(i);
+            self.reject[i] = self.first_failure(i, Check::Full);
+        }
         let rejections = self
             .snap
             .instances
@@ -672,7 +744,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         let mut placements = Vec::with_capacity(count.min(100_000) as usize);
         let mut selector = self.build_selector();
         for task_index in 0..count {
-            match self.select(&selector) {
+            match self.select(&mut selector) {
                 Some(i) => placements.push(self.commit(i, task_index, &mut selector)),
                 None => {
                     return Plan {

@@ -738,3 +738,32 @@ fn spread_over_an_attribute_with_many_values() {
 }
 
 const ZONE_A: &str = "us-east-1a";
+
+#[test]
+fn check_instance_lists_every_gap_for_start_task() {
+    let mut i = inst(0, "us-east-1a", 4096, 4096);
+    i.agent_connected = false;
+    i.remaining.memory = 10;
+    i.used_tcp_ports.push(80);
+    let snap = ClusterSnapshot {
+        instances: vec![i, inst(1, "us-east-1a", 4096, 4096)],
+    };
+    let mut req = task("family:x", 10, 100);
+    req.requirements.static_tcp_ports = vec![80];
+    assert_eq!(
+        check_instance(&snap, 0, &req, &PlacementOptions::default()),
+        Some(vec![
+            FailureReason::Agent,
+            FailureReason::Memory,
+            FailureReason::PortsTcp
+        ])
+    );
+    assert_eq!(
+        check_instance(&snap, 1, &req, &PlacementOptions::default()),
+        Some(vec![])
+    );
+    assert_eq!(
+        check_instance(&snap, 2, &req, &PlacementOptions::default()),
+        None
+    );
+}

@@ -207,8 +207,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Streams every change under `prefix` with a revision greater than
     /// `after`, first the ones already in history, then live ones, in
     /// revision order (and, within one revision, in the order of the
-    /// transaction's ops), with no gap and no duplicate. Dropping the
-    /// receiver ends the watch; closing the store ends the stream.
+    /// transaction's ops), with no gap and no duplicate. When `txn`
+    /// returns, its events are already queued to every live watcher.
+    /// Dropping the receiver ends the watch; closing the store ends the
+    /// stream. A negative `after` counts as 0.
     fn watch(
         &self,
         prefix: &str,

@@ -185,8 +185,9 @@ impl Store for MemoryStore {
         let mut state = self.state.lock();
         apply::check_not_compacted(after, state.compact_revision)?;
         let (tx, rx) = unbounded_channel();
-        for event in &state.events {
-            if event.kv.mod_revision > after && event.kv.key.starts_with(prefix) {
+        let first = state.events.partition_point(|e| e.kv.mod_revision <= after);
+        for event in state.events.range(first..) {
+            if event.kv.key.starts_with(prefix) {
                 // The receiver is still in hand, so the send cannot fail.
                 let _ = tx.send(event.clone());
             }

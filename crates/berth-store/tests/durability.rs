@@ -86,3 +86,16 @@ fn opening_something_that_is_not_a_store_fails_cleanly() {
         Err(StoreError::Backend(_))
     ));
 }
+
+#[test]
+fn a_second_open_of_the_same_store_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let first = SqliteStore::open(&path).unwrap();
+    let second = SqliteStore::open(&path);
+    assert!(
+        matches!(second, Err(berth_store::StoreError::Backend(ref m)) if m.contains("already open"))
+    );
+    drop(first);
+    assert!(SqliteStore::open(&path).is_ok());
+}

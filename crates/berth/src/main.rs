@@ -89,7 +89,10 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     );
     let edge = Arc::new(Edge {
         control,
-        auth: Authenticator::new(Credentials::with_root(&root, &args.account_id)),
+        auth: Authenticator::new(
+            Credentials::with_root(&root, &args.account_id),
+            &args.region,
+        ),
         metrics: Default::default(),
         account_id: args.account_id.clone(),
     });
