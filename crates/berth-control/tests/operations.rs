@@ -708,3 +708,107 @@ fn protocol_level_errors() {
     // An empty body is an empty document.
     assert!(cp.ecs("ListClusters", b"", &caller()).is_ok());
 }
+
+#[test]
+fn list_container_instances_filters_with_the_query_language() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "q"}));
+    let mut arns = Vec::new();
+    for (zone, kind) in [
+        ("us-east-1a", "t2.micro"),
+        ("us-east-1b", "m5.large"),
+        ("us-east-1c", "t2.small"),
+    ] {
+        let r = ok(
+            &cp,
+            "RegisterContainerInstance",
+            json!({
+                "cluster": "q",
+                "attributes": [
+                    {"name": "ecs.availability-zone", "value": zone},
+                    {"name": "ecs.instance-type", "value": kind}
+                ]
+            }),
+        );
+        arns.push(
+            r["containerInstance"]["containerInstanceArn"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let list = |filter: &str| -> Vec<String> {
+        let r = ok(
+            &cp,
+            "ListContainerInstances",
+            json!({"cluster": "q", "filter": filter}),
+        );
+        let mut v: Vec<String> = r["containerInstanceArns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        list("attribute:ecs.instance-type =~ t2.*"),
+        sorted(vec![arns[0].clone(), arns[2].clone()])
+    );
+    assert_eq!(
+        list("attribute:ecs.availability-zone in [us-east-1a, us-east-1b]"),
+        sorted(vec![arns[0].clone(), arns[1].clone()])
+    );
+    assert_eq!(
+        list("not(attribute:ecs.instance-type =~ t2.*)"),
+        vec![arns[1].clone()]
+    );
+    assert_eq!(
+        list("attribute:ecs.instance-type exists"),
+        sorted(arns.clone())
+    );
+    let e = err(
+        &cp,
+        "ListContainerInstances",
+        json!({"cluster": "q", "filter": "attribute:ecs.instance-type =="}),
+    );
+    assert_eq!(e.code, ErrorCode::InvalidParameterException);
+    assert!(e.message.contains("position"), "{}", e.message);
+    // Status filter and paging.
+    ok(
+        &cp,
+        "DeregisterContainerInstance",
+        json!({"cluster": "q", "containerInstance": arns[1]}),
+    );
+    let page = ok(
+        &cp,
+        "ListContainerInstances",
+        json!({"cluster": "q", "maxResults": 1}),
+    );
+    assert_eq!(
+        page["containerInstanceArns"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let rest = ok(
+        &cp,
+        "ListContainerInstances",
+        json!({"cluster": "q", "maxResults": 1, "nextToken": page["nextToken"]}),
+    );
+    assert_eq!(
+        rest["containerInstanceArns"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(rest.get("nextToken").is_none());
+    let d = ok(
+        &cp,
+        "DescribeContainerInstances",
+        json!({"cluster": "q", "containerInstances": [arns[1], "nope"]}),
+    );
+    assert_eq!(d["containerInstances"][0]["status"], "INACTIVE");
+    assert_eq!(d["failures"][0]["reason"], "MISSING");
+}

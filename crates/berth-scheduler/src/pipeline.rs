@@ -7,16 +7,21 @@
 //! remaining task of the request fails for the same reasons, and the engine writes a [`Diagnosis`].
 //!
 //! How it stays fast (a planning run over `n` instances placing `k` tasks costs `O(n + k log n)` for
-//! the usual strategies):
+//! the usual strategies, with a small constant on the `n`):
 //! - Feasibility only changes on the instance that just received a task: resources and ports only
 //!   shrink, and the only state an expression can read that a placement changes (`task:group`,
-//!   `runningTasksCount`) is that instance's own. So every instance is checked once at the start,
-//!   and after each placement only the chosen one is checked again. Expressions are parsed once, by
+//!   `runningTasksCount`) is that instance's own. So every instance is checked once, and after each
+//!   placement only the chosen one is checked again. Expressions are parsed once, by
 //!   [`crate::query::parse`], before the run.
+//! - The checks are split: the cheap stages (agent and status, distinctInstance, cpu, memory, gpu)
+//!   run on every instance at the start; the costly ones (memberOf expressions, port lists) are
+//!   deferred until an instance reaches the top of the ranking, since most instances of a large
+//!   cluster never do. A candidate that fails them leaves the ranking and the next one is tried. When
+//!   a task cannot be placed, every stage runs on every instance for the [`Diagnosis`].
 //! - Leading `spread` strategies on attributes rank by a count shared by every instance with the same
 //!   value. The engine groups instances by those values; within a group, the remaining strategies
 //!   (binpack, spread on instanceId, random) give each instance a key that only changes when it
-//!   receives a task. Each group keeps its keys in a tournament tree ([`MinTree`]), so selection is a
+//!   receives a task. Each group keeps its keys in a tournament tree (`MinTree`), so selection is a
 //!   scan over the (few) groups plus an `O(log n)` update. Any other strategy chain (an attribute
 //!   spread after a binpack, say) falls back to a linear scan of the feasible instances.
 

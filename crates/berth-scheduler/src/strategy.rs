@@ -68,7 +68,7 @@ pub enum WireError {
     /// binpack on something other than cpu or memory.
     #[error("invalid binpack field '{0}': must be cpu or memory")]
     InvalidBinpackField(String),
-    /// spread on something other than instanceId, host or attribute:<name>.
+    /// spread on something other than instanceId, host or `attribute:<name>`.
     #[error("invalid spread field '{0}': must be instanceId, host or attribute:<name>")]
     InvalidSpreadField(String),
     /// The constraint type is not distinctInstance or memberOf.
