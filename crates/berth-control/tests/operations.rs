@@ -438,7 +438,7 @@ fn concurrent_registrations_get_dense_unique_revisions() {
 
 fn register_instance(cp: &ControlPlane, cluster: &str) -> String {
     let r = ok(
-        &cp,
+        cp,
         "RegisterContainerInstance",
         json!({
             "cluster": cluster,

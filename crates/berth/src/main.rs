@@ -66,7 +66,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let store =
-        SqliteStore::open(&args.data_dir.join("state.db")).context("opening the state store")?;
+        SqliteStore::open(args.data_dir.join("state.db")).context("opening the state store")?;
     let (root, source) = RootCredentials::load_or_create(&args.data_dir)?;
     match &source {
         Source::Environment => {
