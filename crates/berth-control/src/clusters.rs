@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::container_instances::StoredInstance;
-use crate::paging::{decode_token, encode_token, page_size};
+use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::tags::validate_tags;
 use crate::{keys, required, Cx};
@@ -454,42 +454,15 @@ pub(crate) fn list(
     req: ListClustersRequest,
 ) -> Result<ListClustersResponse, ApiError> {
     let limit = page_size(req.max_results, 100, 100)?;
-    let mut start_after = decode_token(req.next_token.as_deref(), keys::CLUSTERS)?;
-    let mut arns = Vec::new();
-    let mut last_key = None;
-    loop {
-        let page = cx
-            .store()
-            .range(&berth_store::RangeRequest {
-                prefix: keys::CLUSTERS.into(),
-                start_after: start_after.clone(),
-                limit: limit + 1,
-            })
-            .map_err(state::store_error)?;
-        let exhausted = !page.more;
-        for kv in &page.kvs {
-            start_after = Some(kv.key.clone());
-            let c: Cluster = state::decode(kv)?;
-            if c.status.as_deref() != Some(ACTIVE) {
-                continue;
-            }
-            if arns.len() == limit {
-                // One more exists beyond this page.
-                return Ok(ListClustersResponse {
-                    cluster_arns: arns,
-                    next_token: last_key.as_deref().map(encode_token),
-                });
-            }
-            arns.push(c.cluster_arn.unwrap_or_default());
-            last_key = Some(kv.key.clone());
-        }
-        if exhausted || page.kvs.is_empty() {
-            return Ok(ListClustersResponse {
-                cluster_arns: arns,
-                next_token: None,
-            });
-        }
-    }
+    let start_after = decode_token(req.next_token.as_deref(), keys::CLUSTERS)?;
+    let (cluster_arns, next_token) = page(cx.store(), keys::CLUSTERS, start_after, limit, |kv| {
+        let c: Cluster = state::decode(kv)?;
+        Ok((c.status.as_deref() == Some(ACTIVE)).then(|| c.cluster_arn.unwrap_or_default()))
+    })?;
+    Ok(ListClustersResponse {
+        cluster_arns,
+        next_token,
+    })
 }
 
 #[derive(Deserialize)]

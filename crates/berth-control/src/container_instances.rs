@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clusters::{active, resolve_name};
-use crate::paging::{decode_token, encode_token, page_size};
+use crate::paging::{decode_token, encode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::tags::validate_tags;
 use crate::{keys, required, Cx};
@@ -392,13 +392,8 @@ pub(crate) fn list(
     };
     let prefix = keys::instances(&cluster);
     let start_after = decode_token(req.next_token.as_deref(), &prefix)?;
-    let mut arns = Vec::new();
-    let mut last_key: Option<String> = None;
-    for kv in scan(cx.store(), &prefix)? {
-        if start_after.as_deref().is_some_and(|s| kv.key.as_str() <= s) {
-            continue;
-        }
-        let s: StoredInstance = state::decode(&kv)?;
+    let (arns, next_token) = page(cx.store(), &prefix, start_after, limit, |kv| {
+        let s: StoredInstance = state::decode(kv)?;
         let st = s.instance.status.as_deref().unwrap_or("");
         let wanted = match status {
             Some(want) => st == want,
@@ -409,25 +404,13 @@ pub(crate) fn list(
                 .as_ref()
                 .is_some_and(|f| !crate::query::matches(f, &s))
         {
-            continue;
+            return Ok(None);
         }
-        if arns.len() == limit {
-            return Ok(ListContainerInstancesResponse {
-                container_instance_arns: arns,
-                next_token: last_key.as_deref().map(encode_token),
-            });
-        }
-        arns.push(
-            s.instance
-                .container_instance_arn
-                .clone()
-                .unwrap_or_default(),
-        );
-        last_key = Some(kv.key.clone());
-    }
+        Ok(Some(s.instance.container_instance_arn.unwrap_or_default()))
+    })?;
     Ok(ListContainerInstancesResponse {
         container_instance_arns: arns,
-        next_token: None,
+        next_token,
     })
 }
 

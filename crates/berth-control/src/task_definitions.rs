@@ -20,11 +20,11 @@ use berth_model::task_definition::{
     ValidatedTaskDefinition,
 };
 use berth_model::ApiError;
-use berth_store::{Compare, Op, RangeRequest};
+use berth_store::{Compare, Op};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::paging::{decode_token, encode_token, page_size};
+use crate::paging::{decode_token, encode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, Change};
 use crate::{keys, required, Cx};
 
@@ -362,8 +362,8 @@ pub(crate) fn list(
     };
     let after = decode_token(req.next_token.as_deref(), &prefix)?;
     let matching = |kv: &berth_store::KeyValue| kv.value == status.as_bytes();
-    let mut page: Vec<String> = Vec::new();
-    let mut more = false;
+    let page_keys: Vec<String>;
+    let more;
     if descending {
         let mut all: Vec<String> = state::scan(cx.store(), &prefix)?
             .into_iter()
@@ -374,40 +374,20 @@ pub(crate) fn list(
         all.reverse();
         more = all.len() > limit;
         all.truncate(limit);
-        page = all;
+        page_keys = all;
     } else {
-        let mut start_after = after;
-        'pages: loop {
-            let chunk = cx
-                .store()
-                .range(&RangeRequest {
-                    prefix: prefix.clone(),
-                    start_after: start_after.clone(),
-                    limit: 1000,
-                })
-                .map_err(state::store_error)?;
-            for kv in &chunk.kvs {
-                if !matching(kv) {
-                    continue;
-                }
-                if page.len() == limit {
-                    more = true;
-                    break 'pages;
-                }
-                page.push(kv.key.clone());
-            }
-            if !chunk.more {
-                break;
-            }
-            start_after = chunk.kvs.last().map(|kv| kv.key.clone());
-        }
+        let (keys, token) = page(cx.store(), &prefix, after, limit, |kv| {
+            Ok(matching(kv).then(|| kv.key.clone()))
+        })?;
+        more = token.is_some();
+        page_keys = keys;
     }
     let next_token = if more {
-        page.last().map(|k| encode_token(k))
+        page_keys.last().map(|k| encode_token(k))
     } else {
         None
     };
-    let arns = page
+    let arns = page_keys
         .iter()
         .filter_map(|k| index_parts(k))
         .map(|(family, revision)| cx.scope().task_definition(family, revision))
@@ -451,45 +431,20 @@ pub(crate) fn list_families(
         keys::FAMILIES,
         req.family_prefix.as_deref().unwrap_or("")
     );
-    let mut start_after = decode_token(req.next_token.as_deref(), keys::FAMILIES)?;
-    let mut families = Vec::new();
-    let mut last = None;
-    loop {
-        let chunk = cx
-            .store()
-            .range(&RangeRequest {
-                prefix: prefix.clone(),
-                start_after: start_after.clone(),
-                limit: 1000,
-            })
-            .map_err(state::store_error)?;
-        for kv in &chunk.kvs {
-            let f: FamilyRecord = state::decode(kv)?;
-            let keep = match status {
-                ACTIVE => f.active_count > 0,
-                INACTIVE => f.active_count == 0,
-                _ => true,
-            };
-            if !keep {
-                continue;
-            }
-            if families.len() == limit {
-                return Ok(ListTaskDefinitionFamiliesResponse {
-                    families,
-                    next_token: last.as_deref().map(encode_token),
-                });
-            }
-            families.push(f.name);
-            last = Some(kv.key.clone());
-        }
-        if !chunk.more {
-            return Ok(ListTaskDefinitionFamiliesResponse {
-                families,
-                next_token: None,
-            });
-        }
-        start_after = chunk.kvs.last().map(|kv| kv.key.clone());
-    }
+    let start_after = decode_token(req.next_token.as_deref(), keys::FAMILIES)?;
+    let (families, next_token) = page(cx.store(), &prefix, start_after, limit, |kv| {
+        let f: FamilyRecord = state::decode(kv)?;
+        let keep = match status {
+            ACTIVE => f.active_count > 0,
+            INACTIVE => f.active_count == 0,
+            _ => true,
+        };
+        Ok(keep.then_some(f.name))
+    })?;
+    Ok(ListTaskDefinitionFamiliesResponse {
+        families,
+        next_token,
+    })
 }
 
 #[derive(Deserialize)]
