@@ -23,6 +23,7 @@ use crate::container_instances::StoredInstance;
 use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::tags::validate_tags;
+use crate::tasks::StoredTask;
 use crate::{keys, required, Cx};
 
 const ACTIVE: &str = "ACTIVE";
@@ -160,23 +161,27 @@ fn counts(cx: &Cx<'_>, name: &str) -> Result<Counts, ApiError> {
             c.instances += 1;
         }
     }
-    // Tasks and services are read generically by their status members, so
-    // that these counts stay right whatever else their records hold.
     for kv in scan(store, &keys::tasks(name))? {
-        let task: Value = state::decode(&kv)?;
-        let i = launch_index(&task);
-        match task.get("lastStatus").and_then(Value::as_str) {
+        let task: StoredTask = state::decode(&kv)?;
+        let i = match task.task.launch_type.as_deref() {
+            Some("FARGATE") => 1,
+            Some("EXTERNAL") => 2,
+            _ => 0,
+        };
+        match task.task.last_status.as_deref() {
             Some("RUNNING") => {
                 c.running += 1;
                 c.running_by_launch[i] += 1;
             }
-            Some("STOPPED") | None => {}
-            Some(_) => {
+            Some("STOPPED") => {}
+            _ => {
                 c.pending += 1;
                 c.pending_by_launch[i] += 1;
             }
         }
     }
+    // Services are read generically by their status member until the
+    // service scheduler defines their record.
     for kv in scan(store, &keys::services(name))? {
         let service: Value = state::decode(&kv)?;
         let i = launch_index(&service);

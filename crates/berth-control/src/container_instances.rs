@@ -259,7 +259,6 @@ pub(crate) fn deregister(
     let (cluster, _) = active(cx, req.cluster.as_deref())?;
     let id = instance_id(cx, &cluster, reference)?;
     let key = keys::instance(&cluster, &id);
-    let arn = cx.scope().container_instance(&cluster, &id);
     let force = req.force.unwrap_or(false);
     let out = read_modify_write(cx.store(), &key, |current: Option<StoredInstance>| {
         let mut s = match current {
@@ -271,10 +270,11 @@ pub(crate) fn deregister(
             }
         };
         if !force {
-            let busy = state::any_under(cx.store(), &keys::tasks(&cluster), |t: &Value| {
-                t.get("containerInstanceArn").and_then(Value::as_str) == Some(arn.as_str())
-                    && t.get("lastStatus").and_then(Value::as_str) != Some("STOPPED")
-            })?;
+            let busy = state::any_under(
+                cx.store(),
+                &keys::tasks(&cluster),
+                |t: &crate::tasks::StoredTask| t.instance_id == id && t.holds_resources(),
+            )?;
             if busy {
                 return Err(ApiError::invalid_parameter(
                     "Found running tasks on the instance. Use force to deregister it anyway.",

@@ -5,7 +5,8 @@
 //! ecs/cluster/<name>                       Cluster (JSON)
 //! ecs/cluster-epoch/<name>                 bumped by anything that joins the cluster
 //! ecs/instance/<cluster>/<id>              StoredInstance (JSON)
-//! ecs/task/<cluster>/<id>                  tasks (later issues)
+//! ecs/task/<cluster>/<id>                  StoredTask (JSON)
+//! ecs/placement/<cluster>                  placement guard, rewritten by every placement
 //! ecs/service/<cluster>/<name>             services (later issues)
 //! ecs/family/<family>                      FamilyRecord (JSON)
 //! ecs/taskdef/<family>/<revision:010>      StoredTaskDefinition (JSON)
@@ -43,6 +44,16 @@ pub fn instance(cluster: &str, id: &str) -> String {
 
 pub fn tasks(cluster: &str) -> String {
     format!("ecs/task/{cluster}/")
+}
+
+pub fn task(cluster: &str, id: &str) -> String {
+    format!("ecs/task/{cluster}/{id}")
+}
+
+/// Rewritten by every placement in the cluster; placements guard on it so
+/// that two can never spend the same capacity.
+pub fn placement(cluster: &str) -> String {
+    format!("ecs/placement/{cluster}")
 }
 
 pub fn services(cluster: &str) -> String {

@@ -22,6 +22,7 @@ mod query;
 mod state;
 mod tags;
 mod task_definitions;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -200,6 +201,13 @@ impl ControlPlane {
             "PutAttributes" => call(body, |r| container_instances::put_attributes(&cx, r)),
             "DeleteAttributes" => call(body, |r| container_instances::delete_attributes(&cx, r)),
             "ListAttributes" => call(body, |r| container_instances::list_attributes(&cx, r)),
+            "RunTask" => call(body, |r| tasks::run(&cx, r)),
+            "StartTask" => call(body, |r| tasks::start(&cx, r)),
+            "StopTask" => call(body, |r| tasks::stop(&cx, r)),
+            "DescribeTasks" => call(body, |r| tasks::describe(&cx, r)),
+            "ListTasks" => call(body, |r| tasks::list(&cx, r)),
+            "SubmitTaskStateChange" => call(body, |r| tasks::submit_task_state(&cx, r)),
+            "SubmitContainerStateChange" => call(body, |r| tasks::submit_container_state(&cx, r)),
             "TagResource" => call(body, |r| tags::tag(&cx, r)),
             "UntagResource" => call(body, |r| tags::untag(&cx, r)),
             "ListTagsForResource" => call(body, |r| tags::list(&cx, r)),

@@ -117,6 +117,18 @@ fn load(cx: &Cx<'_>, reference: &Reference) -> Result<Option<StoredTaskDefinitio
     )
 }
 
+/// The stored revision a reference (`family`, `family:revision` or ARN)
+/// names, if any.
+pub(crate) fn load_reference(
+    cx: &Cx<'_>,
+    text: &str,
+) -> Result<Option<StoredTaskDefinition>, ApiError> {
+    match parse_reference(cx, text) {
+        Ok(reference) => load(cx, &reference),
+        Err(_) => Ok(None),
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TaskDefinitionResponse {

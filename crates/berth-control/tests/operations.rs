@@ -812,3 +812,166 @@ fn list_container_instances_filters_with_the_query_language() {
     assert_eq!(d["containerInstances"][0]["status"], "INACTIVE");
     assert_eq!(d["failures"][0]["reason"], "MISSING");
 }
+
+fn register_sized(cp: &ControlPlane, cluster: &str, zone: &str, cpu: i64, memory: i64) -> String {
+    let r = ok(
+        cp,
+        "RegisterContainerInstance",
+        json!({
+            "cluster": cluster,
+            "totalResources": [
+                {"name": "CPU", "type": "INTEGER", "integerValue": cpu},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},
+                {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22", "2375", "2376", "51678", "51679"]}
+            ],
+            "attributes": [{"name": "ecs.availability-zone", "value": zone}]
+        }),
+    );
+    r["containerInstance"]["containerInstanceArn"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn run_task_places_and_reports_failures_in_ecs_form() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "run"}));
+    let a = register_sized(&cp, "run", "us-east-1a", 1024, 1000);
+    let b = register_sized(&cp, "run", "us-east-1b", 1024, 1000);
+    ok(&cp, "RegisterTaskDefinition", json!({"family": "web", "containerDefinitions": [
+        {"name": "app", "image": "busybox", "memory": 400, "cpu": 100,
+         "portMappings": [{"containerPort": 80, "hostPort": 0}, {"containerPort": 81, "hostPort": 8081}]}]}));
+
+    let r = ok(&cp, "RunTask", json!({"cluster": "run", "taskDefinition": "web", "count": 2,
+        "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}], "startedBy": "me"}));
+    let tasks = r["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{r}");
+    let mut hosts: Vec<&str> = tasks.iter().map(|t| t["containerInstanceArn"].as_str().unwrap()).collect();
+    hosts.sort();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(hosts, want, "spread across zones");
+    let t0 = &tasks[0];
+    assert_eq!(t0["lastStatus"], "PROVISIONING");
+    assert_eq!(t0["desiredStatus"], "RUNNING");
+    assert_eq!(t0["group"], "family:web");
+    assert_eq!(t0["launchType"], "EC2");
+    let bindings = t0["containers"][0]["networkBindings"].as_array().unwrap();
+    assert_eq!(bindings.len(), 2);
+    let dynamic = bindings[0]["hostPort"].as_i64().unwrap();
+    assert!((49153..=65535).contains(&dynamic), "{dynamic}");
+    assert_eq!(bindings[1]["hostPort"], 8081);
+
+    // Static port 8081 is taken on both instances now.
+    let r = ok(&cp, "RunTask", json!({"cluster": "run", "taskDefinition": "web"}));
+    assert_eq!(r["tasks"].as_array().map(Vec::len), Some(0));
+    let reasons: Vec<&str> = r["failures"].as_array().unwrap().iter().map(|f| f["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["RESOURCE:PORTS", "RESOURCE:PORTS"]);
+
+    // Too much memory.
+    ok(&cp, "RegisterTaskDefinition", json!({"family": "big", "containerDefinitions": [{"name": "a", "image": "b", "memory": 900}]}));
+    let r = ok(&cp, "RunTask", json!({"cluster": "run", "taskDefinition": "big"}));
+    let reasons: Vec<&str> = r["failures"].as_array().unwrap().iter().map(|f| f["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["RESOURCE:MEMORY", "RESOURCE:MEMORY"]);
+
+    // Listing and describing.
+    let listed = ok(&cp, "ListTasks", json!({"cluster": "run", "startedBy": "me"}));
+    assert_eq!(listed["taskArns"].as_array().map(Vec::len), Some(2));
+    let listed = ok(&cp, "ListTasks", json!({"cluster": "run", "containerInstance": a, "family": "web"}));
+    assert_eq!(listed["taskArns"].as_array().map(Vec::len), Some(1));
+    let arn = t0["taskArn"].as_str().unwrap().to_string();
+    let d = ok(&cp, "DescribeTasks", json!({"cluster": "run", "tasks": [arn, "nope"]}));
+    assert_eq!(d["tasks"][0]["taskArn"], arn.as_str());
+    assert_eq!(d["failures"][0]["reason"], "MISSING");
+    // The cluster counts its tasks and refuses deletion.
+    let c = ok(&cp, "DescribeClusters", json!({"clusters": ["run"]}));
+    assert_eq!(c["clusters"][0]["pendingTasksCount"], 2);
+    assert_eq!(err(&cp, "DeleteCluster", json!({"cluster": "run"})).code, ErrorCode::ClusterContainsContainerInstancesException);
+}
+
+#[test]
+fn task_lifecycle_moves_forward_only_and_frees_resources() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "life"}));
+    register_sized(&cp, "life", "us-east-1a", 1024, 500);
+    ok(&cp, "RegisterTaskDefinition", json!({"family": "job", "containerDefinitions": [{"name": "a", "image": "b", "memory": 400}]}));
+    let r = ok(&cp, "RunTask", json!({"cluster": "life", "taskDefinition": "job"}));
+    let arn = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    // Full: a second one does not fit.
+    let r = ok(&cp, "RunTask", json!({"cluster": "life", "taskDefinition": "job"}));
+    assert_eq!(r["failures"][0]["reason"], "RESOURCE:MEMORY");
+
+    ok(&cp, "SubmitTaskStateChange", json!({"cluster": "life", "task": arn, "status": "RUNNING",
+        "containers": [{"containerName": "a", "status": "RUNNING", "runtimeId": "abc"}]}));
+    let d = ok(&cp, "DescribeTasks", json!({"cluster": "life", "tasks": [arn]}));
+    assert_eq!(d["tasks"][0]["lastStatus"], "RUNNING");
+    assert!(d["tasks"][0]["startedAt"].is_number());
+    assert_eq!(d["tasks"][0]["containers"][0]["runtimeId"], "abc");
+    // A late PENDING report does not move it back.
+    ok(&cp, "SubmitTaskStateChange", json!({"cluster": "life", "task": arn, "status": "PENDING"}));
+    let d = ok(&cp, "DescribeTasks", json!({"cluster": "life", "tasks": [arn]}));
+    assert_eq!(d["tasks"][0]["lastStatus"], "RUNNING");
+
+    let s = ok(&cp, "StopTask", json!({"cluster": "life", "task": arn, "reason": "done"}));
+    assert_eq!(s["task"]["desiredStatus"], "STOPPED");
+    assert_eq!(s["task"]["stopCode"], "UserInitiated");
+    assert_eq!(s["task"]["stoppedReason"], "done");
+    ok(&cp, "SubmitContainerStateChange", json!({"cluster": "life", "task": arn, "containerName": "a", "status": "STOPPED", "exitCode": 143}));
+    ok(&cp, "SubmitTaskStateChange", json!({"cluster": "life", "task": arn, "status": "STOPPED"}));
+    let d = ok(&cp, "DescribeTasks", json!({"cluster": "life", "tasks": [arn]}));
+    assert_eq!(d["tasks"][0]["lastStatus"], "STOPPED");
+    assert_eq!(d["tasks"][0]["containers"][0]["exitCode"], 143);
+    assert!(d["tasks"][0]["stoppedAt"].is_number());
+    assert_eq!(ok(&cp, "ListTasks", json!({"cluster": "life"}))["taskArns"], json!([]));
+    assert_eq!(ok(&cp, "ListTasks", json!({"cluster": "life", "desiredStatus": "STOPPED"}))["taskArns"], json!([arn]));
+    // Its memory is free again.
+    let r = ok(&cp, "RunTask", json!({"cluster": "life", "taskDefinition": "job"}));
+    assert_eq!(r["tasks"].as_array().map(Vec::len), Some(1), "{r}");
+    // A task no agent took yet stops at once.
+    let pending = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+    let s = ok(&cp, "StopTask", json!({"cluster": "life", "task": pending}));
+    assert_eq!(s["task"]["lastStatus"], "STOPPED");
+}
+
+#[test]
+fn run_task_input_errors() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "e"}));
+    ok(&cp, "RegisterTaskDefinition", taskdef("fam"));
+    let e = err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam"}));
+    assert_eq!((e.code, e.message.as_str()), (ErrorCode::InvalidParameterException, "No Container Instances were found in your cluster."));
+    register_sized(&cp, "e", "us-east-1a", 1024, 1024);
+    assert_eq!(err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "count": 11})).code, ErrorCode::InvalidParameterException);
+    assert_eq!(err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "nope"})).code, ErrorCode::ClientException);
+    assert_eq!(err(&cp, "RunTask", json!({"cluster": "nope", "taskDefinition": "fam"})).code, ErrorCode::ClusterNotFoundException);
+    assert_eq!(err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "launchType": "FARGATE"})).code, ErrorCode::UnsupportedFeatureException);
+    let e = err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "placementStrategy": [{"type": "binpack", "field": "disk"}]}));
+    assert_eq!(e.code, ErrorCode::InvalidParameterException);
+    let e = err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "placementConstraints": [{"type": "memberOf", "expression": "attribute:x =="}]}));
+    assert_eq!(e.code, ErrorCode::InvalidParameterException);
+    let e = err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "overrides": {"containerOverrides": [{"name": "ghost"}]}}));
+    assert_eq!(e.code, ErrorCode::InvalidParameterException);
+    ok(&cp, "DeregisterTaskDefinition", json!({"taskDefinition": "fam:1"}));
+    assert_eq!(err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam:1"})).code, ErrorCode::ClientException);
+}
+
+#[test]
+fn concurrent_run_tasks_never_overcommit() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "race"}));
+    for z in ["a", "b", "c"] {
+        register_sized(&cp, "race", &format!("us-east-1{z}"), 4096, 1000);
+    }
+    ok(&cp, "RegisterTaskDefinition", json!({"family": "m", "containerDefinitions": [{"name": "a", "image": "b", "memory": 100}]}));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let cp = cp.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| ok(&cp, "RunTask", json!({"cluster": "race", "taskDefinition": "m", "count": 2}))["tasks"].as_array().map_or(0, Vec::len))
+                    .sum::<usize>()
+            })
+        })
+        .collect();
+    let placed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    // 3 instances x 10 tasks of 100 MiB fit exactly; 60 were asked for.
+    assert_eq!(placed, 30);
+}

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod common;
 pub mod container_instance;
 pub mod error;
+pub mod task;
 pub mod task_definition;
 pub mod units;
 
