@@ -3,6 +3,7 @@
 //! operations (PutAttributes, DeleteAttributes, ListAttributes), whose only
 //! target type in ECS is the container instance.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use berth_model::arn::Arn;
@@ -102,12 +103,80 @@ fn instance_id(cx: &Cx<'_>, cluster: &str, reference: &str) -> Result<String, Ap
     }
 }
 
-fn render(stored: &StoredInstance, include_tags: bool) -> ContainerInstance {
+/// What the tasks placed on one instance hold there.
+#[derive(Default)]
+struct Usage {
+    cpu: i64,
+    memory: i64,
+    tcp_ports: Vec<u16>,
+    udp_ports: Vec<u16>,
+    running: i32,
+    pending: i32,
+}
+
+/// The usage of every instance of `cluster`, from its tasks.
+fn usage(cx: &Cx<'_>, cluster: &str) -> Result<HashMap<String, Usage>, ApiError> {
+    let mut out: HashMap<String, Usage> = HashMap::new();
+    for kv in scan(cx.store(), &keys::tasks(cluster))? {
+        let t: crate::tasks::StoredTask = state::decode(&kv)?;
+        if !t.holds_resources() {
+            continue;
+        }
+        let u = out.entry(t.instance_id.clone()).or_default();
+        u.cpu += i64::from(t.resources.cpu);
+        u.memory += i64::from(t.resources.memory);
+        u.tcp_ports.extend(&t.tcp_ports);
+        u.udp_ports.extend(&t.udp_ports);
+        if t.task.last_status.as_deref() == Some("RUNNING") {
+            u.running += 1;
+        } else {
+            u.pending += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The instance as responses show it: remaining resources and task counts
+/// follow the tasks placed on it.
+fn render(stored: &StoredInstance, include_tags: bool, usage: Option<&Usage>) -> ContainerInstance {
     let mut ci = stored.instance.clone();
     if !include_tags {
         ci.tags = None;
     }
+    let empty = Usage::default();
+    let u = usage.unwrap_or(&empty);
+    ci.running_tasks_count = Some(u.running);
+    ci.pending_tasks_count = Some(u.pending);
+    ci.remaining_resources = ci.registered_resources.as_ref().map(|registered| {
+        registered
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                match r.name.as_deref() {
+                    Some("CPU") => {
+                        r.integer_value = r
+                            .integer_value
+                            .map(|v| (i64::from(v) - u.cpu).max(0) as i32)
+                    }
+                    Some("MEMORY") => {
+                        r.integer_value = r
+                            .integer_value
+                            .map(|v| (i64::from(v) - u.memory).max(0) as i32)
+                    }
+                    Some("PORTS") => add_ports(&mut r.string_set_value, &u.tcp_ports),
+                    Some("PORTS_UDP") => add_ports(&mut r.string_set_value, &u.udp_ports),
+                    _ => {}
+                }
+                r
+            })
+            .collect()
+    });
     ci
+}
+
+fn add_ports(set: &mut Option<Vec<String>>, ports: &[u16]) {
+    let list = set.get_or_insert_with(Vec::new);
+    list.extend(ports.iter().map(u16::to_string));
 }
 
 #[derive(Deserialize)]
@@ -239,7 +308,7 @@ pub(crate) fn register(
     })?;
     tracing::info!(cluster = %cluster, container_instance = %id, "container instance registered");
     Ok(ContainerInstanceResponse {
-        container_instance: render(&out, true),
+        container_instance: render(&out, true, None),
     })
 }
 
@@ -288,7 +357,7 @@ pub(crate) fn deregister(
     })?;
     tracing::info!(cluster = %cluster, container_instance = %id, "container instance deregistered");
     Ok(ContainerInstanceResponse {
-        container_instance: render(&out, true),
+        container_instance: render(&out, true, None),
     })
 }
 
@@ -330,6 +399,7 @@ pub(crate) fn describe(
             "containerInstances must have between 1 and 100 items.",
         ));
     }
+    let used = usage(cx, &cluster)?;
     let mut out = DescribeContainerInstancesResponse {
         container_instances: vec![],
         failures: vec![],
@@ -340,7 +410,10 @@ pub(crate) fn describe(
             Err(_) => None,
         };
         match found {
-            Some(s) => out.container_instances.push(render(&s.value, include_tags)),
+            Some(s) => {
+                out.container_instances
+                    .push(render(&s.value, include_tags, used.get(&s.value.id)))
+            }
             None => out.failures.push(Failure {
                 arn: Some(reference),
                 reason: Some("MISSING".into()),

@@ -827,7 +827,10 @@ fn register_sized(cp: &ControlPlane, cluster: &str, zone: &str, cpu: i64, memory
             "attributes": [{"name": "ecs.availability-zone", "value": zone}]
         }),
     );
-    r["containerInstance"]["containerInstanceArn"].as_str().unwrap().to_string()
+    r["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -836,15 +839,26 @@ fn run_task_places_and_reports_failures_in_ecs_form() {
     ok(&cp, "CreateCluster", json!({"clusterName": "run"}));
     let a = register_sized(&cp, "run", "us-east-1a", 1024, 1000);
     let b = register_sized(&cp, "run", "us-east-1b", 1024, 1000);
-    ok(&cp, "RegisterTaskDefinition", json!({"family": "web", "containerDefinitions": [
+    ok(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "web", "containerDefinitions": [
         {"name": "app", "image": "busybox", "memory": 400, "cpu": 100,
-         "portMappings": [{"containerPort": 80, "hostPort": 0}, {"containerPort": 81, "hostPort": 8081}]}]}));
+         "portMappings": [{"containerPort": 80, "hostPort": 0}, {"containerPort": 81, "hostPort": 8081}]}]}),
+    );
 
-    let r = ok(&cp, "RunTask", json!({"cluster": "run", "taskDefinition": "web", "count": 2,
-        "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}], "startedBy": "me"}));
+    let r = ok(
+        &cp,
+        "RunTask",
+        json!({"cluster": "run", "taskDefinition": "web", "count": 2,
+        "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"}], "startedBy": "me"}),
+    );
     let tasks = r["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 2, "{r}");
-    let mut hosts: Vec<&str> = tasks.iter().map(|t| t["containerInstanceArn"].as_str().unwrap()).collect();
+    let mut hosts: Vec<&str> = tasks
+        .iter()
+        .map(|t| t["containerInstanceArn"].as_str().unwrap())
+        .collect();
     hosts.sort();
     let mut want = vec![a.as_str(), b.as_str()];
     want.sort();
@@ -861,30 +875,67 @@ fn run_task_places_and_reports_failures_in_ecs_form() {
     assert_eq!(bindings[1]["hostPort"], 8081);
 
     // Static port 8081 is taken on both instances now.
-    let r = ok(&cp, "RunTask", json!({"cluster": "run", "taskDefinition": "web"}));
+    let r = ok(
+        &cp,
+        "RunTask",
+        json!({"cluster": "run", "taskDefinition": "web"}),
+    );
     assert_eq!(r["tasks"].as_array().map(Vec::len), Some(0));
-    let reasons: Vec<&str> = r["failures"].as_array().unwrap().iter().map(|f| f["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons, ["RESOURCE:PORTS", "RESOURCE:PORTS"]);
 
     // Too much memory.
-    ok(&cp, "RegisterTaskDefinition", json!({"family": "big", "containerDefinitions": [{"name": "a", "image": "b", "memory": 900}]}));
-    let r = ok(&cp, "RunTask", json!({"cluster": "run", "taskDefinition": "big"}));
-    let reasons: Vec<&str> = r["failures"].as_array().unwrap().iter().map(|f| f["reason"].as_str().unwrap()).collect();
+    ok(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "big", "containerDefinitions": [{"name": "a", "image": "b", "memory": 900}]}),
+    );
+    let r = ok(
+        &cp,
+        "RunTask",
+        json!({"cluster": "run", "taskDefinition": "big"}),
+    );
+    let reasons: Vec<&str> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons, ["RESOURCE:MEMORY", "RESOURCE:MEMORY"]);
 
     // Listing and describing.
-    let listed = ok(&cp, "ListTasks", json!({"cluster": "run", "startedBy": "me"}));
+    let listed = ok(
+        &cp,
+        "ListTasks",
+        json!({"cluster": "run", "startedBy": "me"}),
+    );
     assert_eq!(listed["taskArns"].as_array().map(Vec::len), Some(2));
-    let listed = ok(&cp, "ListTasks", json!({"cluster": "run", "containerInstance": a, "family": "web"}));
+    let listed = ok(
+        &cp,
+        "ListTasks",
+        json!({"cluster": "run", "containerInstance": a, "family": "web"}),
+    );
     assert_eq!(listed["taskArns"].as_array().map(Vec::len), Some(1));
     let arn = t0["taskArn"].as_str().unwrap().to_string();
-    let d = ok(&cp, "DescribeTasks", json!({"cluster": "run", "tasks": [arn, "nope"]}));
+    let d = ok(
+        &cp,
+        "DescribeTasks",
+        json!({"cluster": "run", "tasks": [arn, "nope"]}),
+    );
     assert_eq!(d["tasks"][0]["taskArn"], arn.as_str());
     assert_eq!(d["failures"][0]["reason"], "MISSING");
     // The cluster counts its tasks and refuses deletion.
     let c = ok(&cp, "DescribeClusters", json!({"clusters": ["run"]}));
     assert_eq!(c["clusters"][0]["pendingTasksCount"], 2);
-    assert_eq!(err(&cp, "DeleteCluster", json!({"cluster": "run"})).code, ErrorCode::ClusterContainsContainerInstancesException);
+    assert_eq!(
+        err(&cp, "DeleteCluster", json!({"cluster": "run"})).code,
+        ErrorCode::ClusterContainsContainerInstancesException
+    );
 }
 
 #[test]
@@ -892,38 +943,96 @@ fn task_lifecycle_moves_forward_only_and_frees_resources() {
     let cp = plane();
     ok(&cp, "CreateCluster", json!({"clusterName": "life"}));
     register_sized(&cp, "life", "us-east-1a", 1024, 500);
-    ok(&cp, "RegisterTaskDefinition", json!({"family": "job", "containerDefinitions": [{"name": "a", "image": "b", "memory": 400}]}));
-    let r = ok(&cp, "RunTask", json!({"cluster": "life", "taskDefinition": "job"}));
+    ok(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "job", "containerDefinitions": [{"name": "a", "image": "b", "memory": 400}]}),
+    );
+    let r = ok(
+        &cp,
+        "RunTask",
+        json!({"cluster": "life", "taskDefinition": "job"}),
+    );
     let arn = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
     // Full: a second one does not fit.
-    let r = ok(&cp, "RunTask", json!({"cluster": "life", "taskDefinition": "job"}));
+    let r = ok(
+        &cp,
+        "RunTask",
+        json!({"cluster": "life", "taskDefinition": "job"}),
+    );
     assert_eq!(r["failures"][0]["reason"], "RESOURCE:MEMORY");
 
-    ok(&cp, "SubmitTaskStateChange", json!({"cluster": "life", "task": arn, "status": "RUNNING",
-        "containers": [{"containerName": "a", "status": "RUNNING", "runtimeId": "abc"}]}));
-    let d = ok(&cp, "DescribeTasks", json!({"cluster": "life", "tasks": [arn]}));
+    ok(
+        &cp,
+        "SubmitTaskStateChange",
+        json!({"cluster": "life", "task": arn, "status": "RUNNING",
+        "containers": [{"containerName": "a", "status": "RUNNING", "runtimeId": "abc"}]}),
+    );
+    let d = ok(
+        &cp,
+        "DescribeTasks",
+        json!({"cluster": "life", "tasks": [arn]}),
+    );
     assert_eq!(d["tasks"][0]["lastStatus"], "RUNNING");
     assert!(d["tasks"][0]["startedAt"].is_number());
     assert_eq!(d["tasks"][0]["containers"][0]["runtimeId"], "abc");
     // A late PENDING report does not move it back.
-    ok(&cp, "SubmitTaskStateChange", json!({"cluster": "life", "task": arn, "status": "PENDING"}));
-    let d = ok(&cp, "DescribeTasks", json!({"cluster": "life", "tasks": [arn]}));
+    ok(
+        &cp,
+        "SubmitTaskStateChange",
+        json!({"cluster": "life", "task": arn, "status": "PENDING"}),
+    );
+    let d = ok(
+        &cp,
+        "DescribeTasks",
+        json!({"cluster": "life", "tasks": [arn]}),
+    );
     assert_eq!(d["tasks"][0]["lastStatus"], "RUNNING");
 
-    let s = ok(&cp, "StopTask", json!({"cluster": "life", "task": arn, "reason": "done"}));
+    let s = ok(
+        &cp,
+        "StopTask",
+        json!({"cluster": "life", "task": arn, "reason": "done"}),
+    );
     assert_eq!(s["task"]["desiredStatus"], "STOPPED");
     assert_eq!(s["task"]["stopCode"], "UserInitiated");
     assert_eq!(s["task"]["stoppedReason"], "done");
-    ok(&cp, "SubmitContainerStateChange", json!({"cluster": "life", "task": arn, "containerName": "a", "status": "STOPPED", "exitCode": 143}));
-    ok(&cp, "SubmitTaskStateChange", json!({"cluster": "life", "task": arn, "status": "STOPPED"}));
-    let d = ok(&cp, "DescribeTasks", json!({"cluster": "life", "tasks": [arn]}));
+    ok(
+        &cp,
+        "SubmitContainerStateChange",
+        json!({"cluster": "life", "task": arn, "containerName": "a", "status": "STOPPED", "exitCode": 143}),
+    );
+    ok(
+        &cp,
+        "SubmitTaskStateChange",
+        json!({"cluster": "life", "task": arn, "status": "STOPPED"}),
+    );
+    let d = ok(
+        &cp,
+        "DescribeTasks",
+        json!({"cluster": "life", "tasks": [arn]}),
+    );
     assert_eq!(d["tasks"][0]["lastStatus"], "STOPPED");
     assert_eq!(d["tasks"][0]["containers"][0]["exitCode"], 143);
     assert!(d["tasks"][0]["stoppedAt"].is_number());
-    assert_eq!(ok(&cp, "ListTasks", json!({"cluster": "life"}))["taskArns"], json!([]));
-    assert_eq!(ok(&cp, "ListTasks", json!({"cluster": "life", "desiredStatus": "STOPPED"}))["taskArns"], json!([arn]));
+    assert_eq!(
+        ok(&cp, "ListTasks", json!({"cluster": "life"}))["taskArns"],
+        json!([])
+    );
+    assert_eq!(
+        ok(
+            &cp,
+            "ListTasks",
+            json!({"cluster": "life", "desiredStatus": "STOPPED"})
+        )["taskArns"],
+        json!([arn])
+    );
     // Its memory is free again.
-    let r = ok(&cp, "RunTask", json!({"cluster": "life", "taskDefinition": "job"}));
+    let r = ok(
+        &cp,
+        "RunTask",
+        json!({"cluster": "life", "taskDefinition": "job"}),
+    );
     assert_eq!(r["tasks"].as_array().map(Vec::len), Some(1), "{r}");
     // A task no agent took yet stops at once.
     let pending = r["tasks"][0]["taskArn"].as_str().unwrap().to_string();
@@ -936,21 +1045,87 @@ fn run_task_input_errors() {
     let cp = plane();
     ok(&cp, "CreateCluster", json!({"clusterName": "e"}));
     ok(&cp, "RegisterTaskDefinition", taskdef("fam"));
-    let e = err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam"}));
-    assert_eq!((e.code, e.message.as_str()), (ErrorCode::InvalidParameterException, "No Container Instances were found in your cluster."));
+    let e = err(
+        &cp,
+        "RunTask",
+        json!({"cluster": "e", "taskDefinition": "fam"}),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            ErrorCode::InvalidParameterException,
+            "No Container Instances were found in your cluster."
+        )
+    );
     register_sized(&cp, "e", "us-east-1a", 1024, 1024);
-    assert_eq!(err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "count": 11})).code, ErrorCode::InvalidParameterException);
-    assert_eq!(err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "nope"})).code, ErrorCode::ClientException);
-    assert_eq!(err(&cp, "RunTask", json!({"cluster": "nope", "taskDefinition": "fam"})).code, ErrorCode::ClusterNotFoundException);
-    assert_eq!(err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "launchType": "FARGATE"})).code, ErrorCode::UnsupportedFeatureException);
-    let e = err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "placementStrategy": [{"type": "binpack", "field": "disk"}]}));
+    assert_eq!(
+        err(
+            &cp,
+            "RunTask",
+            json!({"cluster": "e", "taskDefinition": "fam", "count": 11})
+        )
+        .code,
+        ErrorCode::InvalidParameterException
+    );
+    assert_eq!(
+        err(
+            &cp,
+            "RunTask",
+            json!({"cluster": "e", "taskDefinition": "nope"})
+        )
+        .code,
+        ErrorCode::ClientException
+    );
+    assert_eq!(
+        err(
+            &cp,
+            "RunTask",
+            json!({"cluster": "nope", "taskDefinition": "fam"})
+        )
+        .code,
+        ErrorCode::ClusterNotFoundException
+    );
+    assert_eq!(
+        err(
+            &cp,
+            "RunTask",
+            json!({"cluster": "e", "taskDefinition": "fam", "launchType": "FARGATE"})
+        )
+        .code,
+        ErrorCode::UnsupportedFeatureException
+    );
+    let e = err(
+        &cp,
+        "RunTask",
+        json!({"cluster": "e", "taskDefinition": "fam", "placementStrategy": [{"type": "binpack", "field": "disk"}]}),
+    );
     assert_eq!(e.code, ErrorCode::InvalidParameterException);
-    let e = err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "placementConstraints": [{"type": "memberOf", "expression": "attribute:x =="}]}));
+    let e = err(
+        &cp,
+        "RunTask",
+        json!({"cluster": "e", "taskDefinition": "fam", "placementConstraints": [{"type": "memberOf", "expression": "attribute:x =="}]}),
+    );
     assert_eq!(e.code, ErrorCode::InvalidParameterException);
-    let e = err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam", "overrides": {"containerOverrides": [{"name": "ghost"}]}}));
+    let e = err(
+        &cp,
+        "RunTask",
+        json!({"cluster": "e", "taskDefinition": "fam", "overrides": {"containerOverrides": [{"name": "ghost"}]}}),
+    );
     assert_eq!(e.code, ErrorCode::InvalidParameterException);
-    ok(&cp, "DeregisterTaskDefinition", json!({"taskDefinition": "fam:1"}));
-    assert_eq!(err(&cp, "RunTask", json!({"cluster": "e", "taskDefinition": "fam:1"})).code, ErrorCode::ClientException);
+    ok(
+        &cp,
+        "DeregisterTaskDefinition",
+        json!({"taskDefinition": "fam:1"}),
+    );
+    assert_eq!(
+        err(
+            &cp,
+            "RunTask",
+            json!({"cluster": "e", "taskDefinition": "fam:1"})
+        )
+        .code,
+        ErrorCode::ClientException
+    );
 }
 
 #[test]
@@ -960,13 +1135,25 @@ fn concurrent_run_tasks_never_overcommit() {
     for z in ["a", "b", "c"] {
         register_sized(&cp, "race", &format!("us-east-1{z}"), 4096, 1000);
     }
-    ok(&cp, "RegisterTaskDefinition", json!({"family": "m", "containerDefinitions": [{"name": "a", "image": "b", "memory": 100}]}));
+    ok(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "m", "containerDefinitions": [{"name": "a", "image": "b", "memory": 100}]}),
+    );
     let threads: Vec<_> = (0..6)
         .map(|_| {
             let cp = cp.clone();
             std::thread::spawn(move || {
                 (0..5)
-                    .map(|_| ok(&cp, "RunTask", json!({"cluster": "race", "taskDefinition": "m", "count": 2}))["tasks"].as_array().map_or(0, Vec::len))
+                    .map(|_| {
+                        ok(
+                            &cp,
+                            "RunTask",
+                            json!({"cluster": "race", "taskDefinition": "m", "count": 2}),
+                        )["tasks"]
+                            .as_array()
+                            .map_or(0, Vec::len)
+                    })
                     .sum::<usize>()
             })
         })
@@ -974,4 +1161,42 @@ fn concurrent_run_tasks_never_overcommit() {
     let placed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     // 3 instances x 10 tasks of 100 MiB fit exactly; 60 were asked for.
     assert_eq!(placed, 30);
+}
+
+#[test]
+fn instances_show_what_their_tasks_hold() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "r"}));
+    let arn = register_sized(&cp, "r", "us-east-1a", 2048, 1000);
+    ok(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "w", "containerDefinitions": [
+        {"name": "a", "image": "b", "cpu": 256, "memory": 300, "portMappings": [{"containerPort": 80, "hostPort": 8080}]}]}),
+    );
+    ok(
+        &cp,
+        "RunTask",
+        json!({"cluster": "r", "taskDefinition": "w"}),
+    );
+    let d = ok(
+        &cp,
+        "DescribeContainerInstances",
+        json!({"cluster": "r", "containerInstances": [arn]}),
+    );
+    let ci = &d["containerInstances"][0];
+    assert_eq!(ci["pendingTasksCount"], 1);
+    let remaining = ci["remainingResources"].as_array().unwrap();
+    let get = |n: &str| remaining.iter().find(|r| r["name"] == n).cloned().unwrap();
+    assert_eq!(get("CPU")["integerValue"], 2048 - 256);
+    assert_eq!(get("MEMORY")["integerValue"], 1000 - 300);
+    assert!(get("PORTS")["stringSetValue"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("8080")));
+    let registered = ci["registeredResources"].as_array().unwrap();
+    assert_eq!(
+        registered.iter().find(|r| r["name"] == "MEMORY").unwrap()["integerValue"],
+        1000
+    );
 }
