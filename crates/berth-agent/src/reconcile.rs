@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn launches_what_is_missing_then_reports_running() {
         let t = task(true, vec![container("a", true), container("b", false)]);
-        let a = run(&[t.clone()], &[]);
+        let a = run(std::slice::from_ref(&t), &[]);
         assert_eq!(
             a,
             vec![
@@ -399,14 +399,14 @@ mod tests {
         app.depends_on = vec![("init".into(), Condition::Success)];
         let t = task(true, vec![container("init", false), app]);
         assert_eq!(
-            run(&[t.clone()], &[]),
+            run(std::slice::from_ref(&t), &[]),
             vec![Action::Launch {
                 task: "t1".into(),
                 container: "init".into()
             }]
         );
         let running = [seen("init", State::Running { healthy: None })];
-        assert!(!run(&[t.clone()], &running)
+        assert!(!run(std::slice::from_ref(&t), &running)
             .iter()
             .any(|x| matches!(x, Action::Launch { .. })));
         let ok = [seen(
@@ -416,10 +416,12 @@ mod tests {
                 finished_millis: Some(0),
             },
         )];
-        assert!(run(&[t.clone()], &ok).contains(&Action::Launch {
-            task: "t1".into(),
-            container: "app".into()
-        }));
+        assert!(
+            run(std::slice::from_ref(&t), &ok).contains(&Action::Launch {
+                task: "t1".into(),
+                container: "app".into()
+            })
+        );
         let failed = [seen(
             "init",
             State::Exited {
@@ -439,7 +441,7 @@ mod tests {
         app.depends_on = vec![("db".into(), Condition::Healthy)];
         let t = task(true, vec![container("db", true), app]);
         let starting = [seen("db", State::Running { healthy: None })];
-        assert!(!run(&[t.clone()], &starting)
+        assert!(!run(std::slice::from_ref(&t), &starting)
             .iter()
             .any(|x| matches!(x, Action::Launch { .. })));
         let healthy = [seen(
@@ -468,7 +470,7 @@ mod tests {
             seen("b", State::Running { healthy: None }),
         ];
         assert_eq!(
-            run(&[t.clone()], &o),
+            run(std::slice::from_ref(&t), &o),
             vec![Action::Stop {
                 id: "id-b".into(),
                 timeout_secs: 30
@@ -514,7 +516,10 @@ mod tests {
         c.stop_timeout_secs = 5;
         let t = task(false, vec![c]);
         assert_eq!(
-            run(&[t.clone()], &[seen("a", State::Running { healthy: None })]),
+            run(
+                std::slice::from_ref(&t),
+                &[seen("a", State::Running { healthy: None })]
+            ),
             vec![Action::Stop {
                 id: "id-a".into(),
                 timeout_secs: 5
