@@ -1051,11 +1051,10 @@ fn apply_task_status(t: &mut StoredTask, status: &str, reason: Option<&str>, now
         t.task.stopped_at = Some(now);
         t.task.desired_status = Some("STOPPED".into());
         if t.task.stop_code.is_none() {
-            let code = if t.task.started_at.is_some() {
-                "EssentialContainerExited"
-            } else {
-                "TaskFailedToStart"
-            };
+            // A container that ran, even briefly, has an exit code.
+            let ran = t.task.started_at.is_some()
+                || t.task.containers.iter().flatten().any(|c| c.exit_code.is_some());
+            let code = if ran { "EssentialContainerExited" } else { "TaskFailedToStart" };
             t.task.stop_code = Some(code.into());
         }
         if t.task.stopped_reason.is_none() {

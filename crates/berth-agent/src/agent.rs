@@ -1,0 +1,461 @@
+//! The agent's loop: register the host, then repeatedly gather the tasks
+//! the control plane placed here and the containers the runtime shows, let
+//! [`crate::reconcile`] decide, and carry the actions out. Every step is
+//! idempotent, so a crash or a lost report is repaired by the next pass.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_model::task::Task;
+use berth_model::task_definition::TaskDefinition;
+use berth_runtime::{labels, ContainerRuntime, ContainerStatus, LabelFilter};
+use serde_json::{json, Value};
+
+use crate::client::{CallError, EcsClient};
+use crate::reconcile::{self, Action, DesiredTask, Observed, Options, State};
+use crate::spec::{self, HostSettings};
+
+/// Ports the host keeps for itself, as the ECS agent reserves them.
+pub const RESERVED_PORTS: &[u16] = &[22, 2375, 2376, 51678, 51679];
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub cluster: String,
+    pub availability_zone: Option<String>,
+    pub instance_type: Option<String>,
+    pub attributes: Vec<(String, String)>,
+    pub data_dir: PathBuf,
+    pub bind_ip: IpAddr,
+    pub poll_interval: Duration,
+    /// Memory kept back from tasks for the host itself.
+    pub memory_reserve_mib: u64,
+    pub cleanup_delay: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("control plane call {operation} failed: {source}")]
+    Call {
+        operation: &'static str,
+        source: CallError,
+    },
+    #[error("container runtime failed: {0}")]
+    Runtime(#[from] berth_runtime::RuntimeError),
+    #[error("agent state file: {0}")]
+    State(String),
+}
+
+/// A registered, running agent.
+#[derive(Debug)]
+pub struct Agent {
+    client: EcsClient,
+    runtime: Arc<dyn ContainerRuntime>,
+    config: AgentConfig,
+    instance_arn: String,
+    task_definitions: HashMap<String, TaskDefinition>,
+}
+
+fn state_file(config: &AgentConfig) -> PathBuf {
+    config.data_dir.join("agent-instance.json")
+}
+
+impl Agent {
+    /// Registers this host (again, under its earlier ARN, when it has one).
+    pub async fn register(
+        client: EcsClient,
+        runtime: Arc<dyn ContainerRuntime>,
+        config: AgentConfig,
+    ) -> Result<Self, AgentError> {
+        let info = runtime.info().await?;
+        let memory_mib =
+            (info.memory_bytes / (1024 * 1024)).saturating_sub(config.memory_reserve_mib);
+        let arch = match info.architecture.as_str() {
+            "aarch64" | "arm64" => "arm64",
+            _ => "x86_64",
+        };
+        let mut attributes = vec![
+            json!({"name": "ecs.os-type", "value": info.os_type}),
+            json!({"name": "ecs.cpu-architecture", "value": arch}),
+            json!({"name": "com.amazonaws.ecs.capability.docker-remote-api.1.17"}),
+            json!({"name": "com.amazonaws.ecs.capability.docker-remote-api.1.18"}),
+            json!({"name": "com.amazonaws.ecs.capability.docker-remote-api.1.19"}),
+            json!({"name": "com.amazonaws.ecs.capability.docker-remote-api.1.21"}),
+            json!({"name": "com.amazonaws.ecs.capability.docker-remote-api.1.24"}),
+            json!({"name": "com.amazonaws.ecs.capability.docker-remote-api.1.29"}),
+            json!({"name": "ecs.capability.container-health-check"}),
+            json!({"name": "ecs.capability.container-ordering"}),
+        ];
+        if info.simulated {
+            attributes.push(json!({"name": "berth.runtime", "value": "simulated"}));
+        }
+        if let Some(z) = &config.availability_zone {
+            attributes.push(json!({"name": "ecs.availability-zone", "value": z}));
+        }
+        if let Some(t) = &config.instance_type {
+            attributes.push(json!({"name": "ecs.instance-type", "value": t}));
+        }
+        for (k, v) in &config.attributes {
+            attributes.push(json!({"name": k, "value": v}));
+        }
+        let ports: Vec<String> = RESERVED_PORTS.iter().map(u16::to_string).collect();
+        let mut body = json!({
+            "cluster": config.cluster,
+            "totalResources": [
+                {"name": "CPU", "type": "INTEGER", "integerValue": info.cpus.saturating_mul(1024)},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": memory_mib.min(i32::MAX as u64)},
+                {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ports},
+                {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []}
+            ],
+            "versionInfo": {"agentVersion": env!("CARGO_PKG_VERSION"), "dockerVersion": info.server_version},
+            "attributes": attributes,
+            "instanceIdentityDocument": json!({"instanceId": info.hostname.clone().unwrap_or_default()}).to_string(),
+        });
+        let saved = std::fs::read_to_string(state_file(&config)).ok();
+        if let Some(arn) = saved
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .and_then(|v| {
+                v.get("containerInstanceArn")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+        {
+            body["containerInstanceArn"] = json!(arn);
+        }
+        let resp = match client.call("RegisterContainerInstance", &body).await {
+            Ok(r) => r,
+            Err(CallError::Api { ref code, .. })
+                if code == "InvalidParameterException"
+                    && body.get("containerInstanceArn").is_some() =>
+            {
+                // The earlier registration is gone: register anew.
+                if let Some(obj) = body.as_object_mut() {
+                    obj.remove("containerInstanceArn");
+                }
+                client
+                    .call("RegisterContainerInstance", &body)
+                    .await
+                    .map_err(|source| AgentError::Call {
+                        operation: "RegisterContainerInstance",
+                        source,
+                    })?
+            }
+            Err(source) => {
+                return Err(AgentError::Call {
+                    operation: "RegisterContainerInstance",
+                    source,
+                })
+            }
+        };
+        let instance_arn = resp["containerInstance"]["containerInstanceArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| AgentError::State(e.to_string()))?;
+        std::fs::write(
+            state_file(&config),
+            json!({"containerInstanceArn": instance_arn}).to_string(),
+        )
+        .map_err(|e| AgentError::State(e.to_string()))?;
+        tracing::info!(cluster = %config.cluster, container_instance = %instance_arn, runtime = runtime.name(), "registered");
+        Ok(Self {
+            client,
+            runtime,
+            config,
+            instance_arn,
+            task_definitions: HashMap::new(),
+        })
+    }
+
+    pub fn instance_arn(&self) -> &str {
+        &self.instance_arn
+    }
+
+    /// Runs passes until `shutdown` resolves; a failed pass is logged and
+    /// retried on the next tick.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(err) = self.sync_once().await {
+                tracing::warn!(error = %err, "agent pass failed");
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        tracing::info!("agent stopped");
+    }
+
+    async fn call(&self, operation: &'static str, body: Value) -> Result<Value, AgentError> {
+        self.client
+            .call(operation, &body)
+            .await
+            .map_err(|source| AgentError::Call { operation, source })
+    }
+
+    /// The tasks placed here that are not yet STOPPED.
+    async fn desired_tasks(&self) -> Result<Vec<Task>, AgentError> {
+        let mut arns = Vec::new();
+        for desired in ["RUNNING", "STOPPED"] {
+            let mut token: Option<String> = None;
+            loop {
+                let mut body = json!({"cluster": self.config.cluster, "containerInstance": self.instance_arn, "desiredStatus": desired});
+                if let Some(t) = &token {
+                    body["nextToken"] = json!(t);
+                }
+                let page = self.call("ListTasks", body).await?;
+                arns.extend(
+                    page["taskArns"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string),
+                );
+                token = page["nextToken"].as_str().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        let mut tasks = Vec::new();
+        for chunk in arns.chunks(100) {
+            let resp = self
+                .call(
+                    "DescribeTasks",
+                    json!({"cluster": self.config.cluster, "tasks": chunk}),
+                )
+                .await?;
+            for t in resp["tasks"].as_array().into_iter().flatten() {
+                if let Ok(task) = serde_json::from_value::<Task>(t.clone()) {
+                    if task.last_status.as_deref() != Some("STOPPED") {
+                        tasks.push(task);
+                    }
+                }
+            }
+        }
+        Ok(tasks)
+    }
+
+    async fn task_definition(&mut self, arn: &str) -> Result<TaskDefinition, AgentError> {
+        if let Some(td) = self.task_definitions.get(arn) {
+            return Ok(td.clone());
+        }
+        let resp = self
+            .call("DescribeTaskDefinition", json!({"taskDefinition": arn}))
+            .await?;
+        let td: TaskDefinition = serde_json::from_value(resp["taskDefinition"].clone())
+            .map_err(|e| AgentError::State(format!("undecodable task definition: {e}")))?;
+        self.task_definitions.insert(arn.to_string(), td.clone());
+        Ok(td)
+    }
+
+    async fn observed(&self) -> Result<Vec<Observed>, AgentError> {
+        let filter = LabelFilter::managed()
+            .with(labels::CLUSTER, self.config.cluster.clone())
+            .with(labels::CONTAINER_INSTANCE_ARN, self.instance_arn.clone());
+        let mut out = Vec::new();
+        for summary in self.runtime.list(&filter).await? {
+            let state = match self.runtime.inspect(&summary.id).await {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::debug!(error = %err, container = %summary.name, "inspect failed");
+                    continue;
+                }
+            };
+            let observed_state = match state.status {
+                ContainerStatus::Created => State::Created,
+                s if s.is_running() => State::Running {
+                    healthy: match state.health {
+                        berth_runtime::HealthStatus::Healthy => Some(true),
+                        berth_runtime::HealthStatus::Unhealthy => Some(false),
+                        berth_runtime::HealthStatus::Unknown => None,
+                    },
+                },
+                _ => State::Exited {
+                    code: state.exit_code,
+                    finished_millis: state.finished_millis,
+                },
+            };
+            out.push(Observed {
+                id: summary.id.0.clone(),
+                task_arn: summary
+                    .labels
+                    .get(labels::TASK_ARN)
+                    .cloned()
+                    .unwrap_or_default(),
+                container: summary
+                    .labels
+                    .get(labels::CONTAINER_NAME)
+                    .cloned()
+                    .unwrap_or_default(),
+                state: observed_state,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One reconciliation pass.
+    pub async fn sync_once(&mut self) -> Result<usize, AgentError> {
+        let tasks = self.desired_tasks().await?;
+        let mut desired = Vec::new();
+        let mut by_arn: HashMap<String, (Task, TaskDefinition)> = HashMap::new();
+        for task in tasks {
+            let Some(td_arn) = task.task_definition_arn.clone() else {
+                continue;
+            };
+            let td = self.task_definition(&td_arn).await?;
+            let arn = task.task_arn.clone().unwrap_or_default();
+            desired.push(DesiredTask {
+                arn: arn.clone(),
+                run: task.desired_status.as_deref() != Some("STOPPED"),
+                reported: task
+                    .last_status
+                    .clone()
+                    .unwrap_or_else(|| "PROVISIONING".into()),
+                containers: spec::desired_containers(&task, &td),
+            });
+            by_arn.insert(arn, (task, td));
+        }
+        let observed = self.observed().await?;
+        let now = now_millis();
+        let options = Options {
+            cleanup_delay_millis: self.config.cleanup_delay.as_millis() as i64,
+        };
+        let actions = reconcile::reconcile(&desired, &observed, now, &options);
+        let count = actions.len();
+        for action in actions {
+            if let Err(err) = self.execute(&action, &by_arn).await {
+                tracing::warn!(error = %err, ?action, "action failed");
+            }
+        }
+        Ok(count)
+    }
+
+    async fn execute(
+        &self,
+        action: &Action,
+        tasks: &HashMap<String, (Task, TaskDefinition)>,
+    ) -> Result<(), AgentError> {
+        let cluster = &self.config.cluster;
+        match action {
+            Action::Launch { task, container } => {
+                let Some((t, td)) = tasks.get(task) else {
+                    return Ok(());
+                };
+                let host = HostSettings {
+                    cluster: cluster.clone(),
+                    container_instance_arn: self.instance_arn.clone(),
+                    bind_ip: self.config.bind_ip,
+                };
+                let spec = spec::container_spec(&host, t, td, container)
+                    .map_err(|e| AgentError::State(e.to_string()))?;
+                let result = async {
+                    let image = self.runtime.ensure_image(&spec.image, None).await?;
+                    if let (Some(a), Some(b)) = (image.pull_started_millis, image.pull_stopped_millis) {
+                        let _ = self
+                            .call("SubmitTaskStateChange", json!({"cluster": cluster, "task": task,
+                                "pullStartedAt": a as f64 / 1000.0, "pullStoppedAt": b as f64 / 1000.0}))
+                            .await;
+                    }
+                    let id = self.runtime.create(&spec).await?;
+                    self.runtime.start(&id).await?;
+                    Ok::<_, berth_runtime::RuntimeError>(id)
+                }
+                .await;
+                match result {
+                    Ok(id) => {
+                        tracing::info!(task = %task, container = %container, id = %id.0, "container started");
+                        Ok(())
+                    }
+                    Err(err) => {
+                        // The task cannot start: say why and stop it.
+                        let reason = format!("CannotStartContainerError: {err}");
+                        tracing::warn!(task = %task, container = %container, error = %err, "container failed to start");
+                        self.call("SubmitTaskStateChange", json!({"cluster": cluster, "task": task, "status": "STOPPED",
+                            "reason": reason,
+                            "containers": [{"containerName": container, "status": "STOPPED", "reason": reason}]})).await?;
+                        Ok(())
+                    }
+                }
+            }
+            Action::Start { id } => Ok(self
+                .runtime
+                .start(&berth_runtime::ContainerId(id.clone()))
+                .await?),
+            Action::Stop { id, timeout_secs } => {
+                // Stopping waits for the grace period; do not hold up the pass.
+                let runtime = self.runtime.clone();
+                let id = berth_runtime::ContainerId(id.clone());
+                let timeout = Duration::from_secs(*timeout_secs);
+                tokio::spawn(async move {
+                    if let Err(err) = runtime.stop(&id, timeout).await {
+                        tracing::warn!(error = %err, container = %id.0, "stop failed");
+                    }
+                });
+                Ok(())
+            }
+            Action::Remove { id } => Ok(self
+                .runtime
+                .remove(&berth_runtime::ContainerId(id.clone()))
+                .await?),
+            Action::ReportContainer {
+                task,
+                container,
+                status,
+                exit_code,
+                runtime_id,
+            } => {
+                let mut body = json!({"cluster": cluster, "task": task, "containerName": container, "status": status});
+                if !runtime_id.is_empty() {
+                    body["runtimeId"] = json!(runtime_id);
+                }
+                if let Some(code) = exit_code {
+                    body["exitCode"] = json!(code);
+                }
+                if *status == "RUNNING" && !runtime_id.is_empty() {
+                    if let Ok(state) = self
+                        .runtime
+                        .inspect(&berth_runtime::ContainerId(runtime_id.clone()))
+                        .await
+                    {
+                        let bindings: Vec<Value> = state
+                            .ports
+                            .iter()
+                            .map(|p| json!({"bindIP": p.host_ip, "containerPort": p.container_port, "hostPort": p.host_port, "protocol": p.protocol.as_str()}))
+                            .collect();
+                        body["networkBindings"] = json!(bindings);
+                    }
+                }
+                self.call("SubmitContainerStateChange", body)
+                    .await
+                    .map(|_| ())
+            }
+            Action::ReportTask {
+                task,
+                status,
+                reason,
+            } => {
+                let mut body = json!({"cluster": cluster, "task": task, "status": status});
+                if let Some(r) = reason {
+                    body["reason"] = json!(r);
+                }
+                if *status == "STOPPED" {
+                    body["executionStoppedAt"] = json!(now_millis() as f64 / 1000.0);
+                }
+                self.call("SubmitTaskStateChange", body).await.map(|_| ())
+            }
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
