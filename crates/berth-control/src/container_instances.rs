@@ -728,3 +728,73 @@ pub(crate) fn list_attributes(
         next_token: None,
     })
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UpdateContainerInstancesStateRequest {
+    cluster: Option<String>,
+    container_instances: Option<Vec<String>>,
+    status: Option<String>,
+}
+
+/// Moves instances between ACTIVE and DRAINING. A DRAINING instance takes
+/// no new tasks (the placement engine rejects it).
+pub(crate) fn update_state(
+    cx: &Cx<'_>,
+    req: UpdateContainerInstancesStateRequest,
+) -> Result<DescribeContainerInstancesResponse, ApiError> {
+    let (cluster, _) = active(cx, req.cluster.as_deref())?;
+    let status = match req.status.as_deref() {
+        Some(s @ ("ACTIVE" | "DRAINING")) => s.to_string(),
+        other => {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid status: {}. Valid values are [ACTIVE, DRAINING].",
+                other.unwrap_or("")
+            )))
+        }
+    };
+    let refs = req.container_instances.unwrap_or_default();
+    if refs.is_empty() || refs.len() > 10 {
+        return Err(ApiError::invalid_parameter(
+            "containerInstances must have between 1 and 10 items.",
+        ));
+    }
+    let used = usage(cx, &cluster)?;
+    let mut out = DescribeContainerInstancesResponse {
+        container_instances: vec![],
+        failures: vec![],
+    };
+    for reference in refs {
+        let missing = || Failure {
+            arn: Some(reference.clone()),
+            reason: Some("MISSING".into()),
+            detail: None,
+        };
+        let Ok(id) = instance_id(cx, &cluster, &reference) else {
+            out.failures.push(missing());
+            continue;
+        };
+        let key = keys::instance(&cluster, &id);
+        let updated =
+            read_modify_write(cx.store(), &key, |cur: Option<StoredInstance>| match cur {
+                Some(mut s)
+                    if matches!(s.instance.status.as_deref(), Some("ACTIVE" | "DRAINING")) =>
+                {
+                    if s.instance.status.as_deref() == Some(status.as_str()) {
+                        return Ok(Change::Keep(Some(s)));
+                    }
+                    s.instance.status = Some(status.clone());
+                    s.instance.version = Some(s.instance.version.unwrap_or(1) + 1);
+                    Ok(Change::Write(vec![put_op(key.clone(), &s)?], Some(s)))
+                }
+                _ => Ok(Change::Keep(None)),
+            })?;
+        match updated {
+            Some(s) => out
+                .container_instances
+                .push(render(&s, false, used.get(&s.id))),
+            None => out.failures.push(missing()),
+        }
+    }
+    Ok(out)
+}

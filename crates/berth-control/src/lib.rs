@@ -198,6 +198,9 @@ impl ControlPlane {
             }
             "DescribeContainerInstances" => call(body, |r| container_instances::describe(&cx, r)),
             "ListContainerInstances" => call(body, |r| container_instances::list(&cx, r)),
+            "UpdateContainerInstancesState" => {
+                call(body, |r| container_instances::update_state(&cx, r))
+            }
             "PutAttributes" => call(body, |r| container_instances::put_attributes(&cx, r)),
             "DeleteAttributes" => call(body, |r| container_instances::delete_attributes(&cx, r)),
             "ListAttributes" => call(body, |r| container_instances::list_attributes(&cx, r)),

@@ -1053,8 +1053,16 @@ fn apply_task_status(t: &mut StoredTask, status: &str, reason: Option<&str>, now
         if t.task.stop_code.is_none() {
             // A container that ran, even briefly, has an exit code.
             let ran = t.task.started_at.is_some()
-                || t.task.containers.iter().flatten().any(|c| c.exit_code.is_some());
-            let code = if ran { "EssentialContainerExited" } else { "TaskFailedToStart" };
+                || t.task
+                    .containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.exit_code.is_some());
+            let code = if ran {
+                "EssentialContainerExited"
+            } else {
+                "TaskFailedToStart"
+            };
             t.task.stop_code = Some(code.into());
         }
         if t.task.stopped_reason.is_none() {

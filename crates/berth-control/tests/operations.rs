@@ -1200,3 +1200,58 @@ fn instances_show_what_their_tasks_hold() {
         1000
     );
 }
+
+#[test]
+fn draining_instances_take_no_new_tasks() {
+    let cp = plane();
+    ok(&cp, "CreateCluster", json!({"clusterName": "d"}));
+    let a = register_sized(&cp, "d", "us-east-1a", 1024, 1000);
+    ok(
+        &cp,
+        "RegisterTaskDefinition",
+        json!({"family": "t", "containerDefinitions": [{"name": "a", "image": "b", "memory": 10}]}),
+    );
+    let r = ok(
+        &cp,
+        "UpdateContainerInstancesState",
+        json!({"cluster": "d", "containerInstances": [a, "ghost"], "status": "DRAINING"}),
+    );
+    assert_eq!(r["containerInstances"][0]["status"], "DRAINING");
+    assert_eq!(r["failures"][0]["reason"], "MISSING");
+    let run = ok(
+        &cp,
+        "RunTask",
+        json!({"cluster": "d", "taskDefinition": "t"}),
+    );
+    assert_eq!(run["tasks"], json!([]));
+    assert_eq!(run["failures"][0]["reason"], "AGENT");
+    assert_eq!(
+        ok(
+            &cp,
+            "ListContainerInstances",
+            json!({"cluster": "d", "status": "DRAINING"})
+        )["containerInstanceArns"],
+        json!([a])
+    );
+    ok(
+        &cp,
+        "UpdateContainerInstancesState",
+        json!({"cluster": "d", "containerInstances": [a], "status": "ACTIVE"}),
+    );
+    assert_eq!(
+        ok(
+            &cp,
+            "RunTask",
+            json!({"cluster": "d", "taskDefinition": "t"})
+        )["tasks"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let e = err(
+        &cp,
+        "UpdateContainerInstancesState",
+        json!({"cluster": "d", "containerInstances": [a], "status": "INACTIVE"}),
+    );
+    assert_eq!(e.code, ErrorCode::InvalidParameterException);
+}
