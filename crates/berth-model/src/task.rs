@@ -9,7 +9,6 @@ use crate::task_definition::{
     EnvironmentFile, EphemeralStorage, InferenceAccelerator, ResourceRequirement,
 };
 
-
 /// `NetworkBinding`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

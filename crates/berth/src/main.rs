@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use berth_control::{Config, ControlPlane, SystemClock};
 use berth_edge::credentials::Source;
+use berth_edge::registry::{Registry, RegistryConfig};
 use berth_edge::{Authenticator, Credentials, Edge, RootCredentials};
 use berth_store::SqliteStore;
 use clap::{Args, Parser, Subcommand};
@@ -27,6 +28,63 @@ struct Cli {
 enum Command {
     /// Run the control plane: the ECS API, STS and health endpoints.
     Server(ServerArgs),
+    /// Run the agent on this host: register it to a cluster and run the
+    /// tasks placed on it.
+    Agent(AgentArgs),
+    /// Run the server and a local Docker agent together, on the embedded
+    /// store: a whole Berth on one machine.
+    Up(UpArgs),
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// `ecs.availability-zone` of the local instance.
+    #[arg(long, default_value = "local-1a")]
+    availability_zone: String,
+    /// The host address task ports are published on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_ip: std::net::IpAddr,
+    /// `docker`, or `simulated`.
+    #[arg(long, default_value = "docker")]
+    runtime: String,
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// The control plane's edge URL.
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:9480")]
+    server: String,
+    /// The cluster to join.
+    #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// A custom attribute, `key=value`; repeatable.
+    #[arg(long = "attribute")]
+    attributes: Vec<String>,
+    /// `ecs.availability-zone` of this host.
+    #[arg(long, env = "BERTH_AVAILABILITY_ZONE")]
+    availability_zone: Option<String>,
+    /// `ecs.instance-type` of this host.
+    #[arg(long, env = "BERTH_INSTANCE_TYPE")]
+    instance_type: Option<String>,
+    /// `docker`, or `simulated` (no containers run; for scale tests).
+    #[arg(long, default_value = "docker")]
+    runtime: String,
+    /// Where the agent keeps its registration.
+    #[arg(long, env = "BERTH_AGENT_DATA_DIR", default_value = ".berth-agent")]
+    data_dir: PathBuf,
+    /// The host address task ports are published on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_ip: std::net::IpAddr,
+    /// Milliseconds between reconciliation passes.
+    #[arg(long, default_value_t = 1000)]
+    poll_interval_ms: u64,
+    /// Seconds an exited container of a finished task is kept.
+    #[arg(long, default_value_t = 3 * 60 * 60)]
+    cleanup_delay_secs: u64,
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
 }
 
 #[derive(Args, Debug)]
@@ -43,6 +101,9 @@ struct ServerArgs {
     /// The account id ARNs carry.
     #[arg(long, env = "BERTH_ACCOUNT_ID", default_value = "000000000000")]
     account_id: String,
+    /// Seconds between runs of registry lifecycle policy enforcement.
+    #[arg(long, env = "BERTH_LIFECYCLE_INTERVAL", default_value_t = 3600)]
+    lifecycle_interval: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,17 +117,27 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server(args),
+        Command::Agent(args) => agent(args),
+        Command::Up(args) => up(args),
     }
 }
 
-fn server(args: ServerArgs) -> anyhow::Result<()> {
+/// What a running server is made of, before it listens.
+struct ServerParts {
+    store: Arc<SqliteStore>,
+    root: RootCredentials,
+    edge: Arc<Edge>,
+}
+
+fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("account id must be 12 digits, got {:?}", args.account_id);
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
-    let store =
-        SqliteStore::open(args.data_dir.join("state.db")).context("opening the state store")?;
+    let store = Arc::new(
+        SqliteStore::open(args.data_dir.join("state.db")).context("opening the state store")?,
+    );
     let (root, source) = RootCredentials::load_or_create(&args.data_dir)?;
     match &source {
         Source::Environment => {
@@ -80,7 +151,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         }
     }
     let control = ControlPlane::new(
-        Arc::new(store),
+        store.clone(),
         Config {
             region: args.region.clone(),
             account_id: args.account_id.clone(),
@@ -96,20 +167,184 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         metrics: Default::default(),
         account_id: args.account_id.clone(),
     });
+    Ok(ServerParts { store, root, edge })
+}
+
+/// Binds the edge, opens the registry and serves until `shutdown`;
+/// `ready` learns the bound address.
+async fn run_server(
+    args: &ServerArgs,
+    parts: ServerParts,
+    ready: tokio::sync::oneshot::Sender<SocketAddr>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    // The registry needs the bound address: repository URIs carry it.
+    let registry = Arc::new(
+        Registry::open(
+            parts.store,
+            Arc::new(SystemClock),
+            RegistryConfig {
+                region: args.region.clone(),
+                account_id: args.account_id.clone(),
+                data_dir: args.data_dir.clone(),
+                endpoint: local.to_string(),
+            },
+        )
+        .context("opening the registry")?,
+    );
+    berth_edge::registry::api::spawn_lifecycle_enforcement(
+        registry.clone(),
+        std::time::Duration::from_secs(args.lifecycle_interval.max(1)),
+    );
+    tracing::info!(listen = %local, region = %args.region, "berth server ready");
+    // The line scripts wait for; printed on stdout so it is easy to find.
+    println!("berth server listening on http://{local}");
+    let _ = ready.send(local);
+    berth_edge::serve_with_registry(listener, parts.edge, Some(registry), shutdown).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let parts = prepare_server(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (ready, _) = tokio::sync::oneshot::channel();
+    runtime.block_on(run_server(&args, parts, ready, shutdown_signal()))
+}
+
+fn up(args: UpArgs) -> anyhow::Result<()> {
+    let parts = prepare_server(&args.server)?;
+    let root = parts.root.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let (ready, bound) = tokio::sync::oneshot::channel();
+        let server_args = ServerArgs { ..args.server };
+        let agent_data = server_args.data_dir.join("agent");
+        let region = server_args.region.clone();
+        let server =
+            tokio::spawn(
+                async move { run_server(&server_args, parts, ready, shutdown_signal()).await },
+            );
+        let local = bound.await.context("the server did not start")?;
+        let endpoint = format!("http://{local}");
+        let client = berth_agent::EcsClient::new(
+            &endpoint,
+            &region,
+            &root.access_key_id,
+            &root.secret_access_key,
+            None,
+        )?;
+        client
+            .call(
+                "CreateCluster",
+                &serde_json::json!({"clusterName": "default"}),
+            )
             .await
-            .with_context(|| format!("binding {}", args.listen))?;
-        let local = listener.local_addr()?;
-        tracing::info!(listen = %local, region = %args.region, "berth server ready");
-        // The line scripts wait for; printed on stdout so it is easy to find.
-        println!("berth server listening on http://{local}");
-        berth_edge::serve(listener, edge, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+            .context("creating the default cluster")?;
+        let container_runtime = make_runtime(&args.runtime).await?;
+        let config = berth_agent::AgentConfig {
+            cluster: "default".into(),
+            availability_zone: Some(args.availability_zone.clone()),
+            instance_type: None,
+            attributes: Vec::new(),
+            data_dir: agent_data,
+            bind_ip: args.bind_ip,
+            poll_interval: std::time::Duration::from_millis(500),
+            memory_reserve_mib: 256,
+            cleanup_delay: std::time::Duration::from_secs(3 * 60 * 60),
+        };
+        let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
+        println!("berth agent registered as {}", agent.instance_arn());
+        println!();
+        println!("Berth is up. To use it:");
+        println!(
+            "  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={region}",
+            root.access_key_id, root.secret_access_key
+        );
+        println!("  aws --endpoint-url {endpoint} ecs list-container-instances");
+        tokio::spawn(agent.run(shutdown_signal()));
+        server.await.context("server task failed")?
+    })
+}
+
+async fn make_runtime(name: &str) -> anyhow::Result<Arc<dyn berth_runtime::ContainerRuntime>> {
+    Ok(match name {
+        "docker" => Arc::new(berth_runtime::DockerRuntime::connect().await?),
+        "simulated" => Arc::new(berth_runtime::SimulatedRuntime::new(
+            berth_runtime::SimulatedConfig::default(),
+            Arc::new(berth_runtime::SystemClock),
+        )),
+        other => anyhow::bail!("unknown runtime {other:?}: use docker or simulated"),
+    })
+}
+
+fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let access_key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
+    let secret_key =
+        std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY is not set")?;
+    let session_token = std::env::var("AWS_SESSION_TOKEN").ok();
+    let mut attributes = Vec::new();
+    for a in &args.attributes {
+        let (k, v) = a
+            .split_once('=')
+            .with_context(|| format!("attribute {a:?} is not key=value"))?;
+        attributes.push((k.to_string(), v.to_string()));
+    }
+    let config = berth_agent::AgentConfig {
+        cluster: args.cluster.clone(),
+        availability_zone: args.availability_zone.clone(),
+        instance_type: args.instance_type.clone(),
+        attributes,
+        data_dir: args.data_dir.clone(),
+        bind_ip: args.bind_ip,
+        poll_interval: std::time::Duration::from_millis(args.poll_interval_ms.max(50)),
+        memory_reserve_mib: 256,
+        cleanup_delay: std::time::Duration::from_secs(args.cleanup_delay_secs),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let container_runtime = make_runtime(&args.runtime).await?;
+        let client = berth_agent::EcsClient::new(
+            &args.server,
+            &args.region,
+            &access_key,
+            &secret_key,
+            session_token,
+        )?;
+        let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
+        println!("berth agent registered as {}", agent.instance_arn());
+        agent.run(shutdown_signal()).await;
+        Ok(())
     })
 }

@@ -1,0 +1,281 @@
+//! Blob bytes on disk, content-addressed, and upload sessions.
+//!
+//! ```text
+//! <data-dir>/registry/blobs/sha256/ab/abcdef...   one file per blob, named by digest
+//! <data-dir>/registry/uploads/<uuid>               the bytes of an upload in progress
+//! ```
+//!
+//! An upload streams into its temp file while a SHA-256 is computed over
+//! the same bytes; it becomes a blob only after the digest checks out,
+//! with an fsync and an atomic rename into place, so a blob path either
+//! does not exist or holds exactly the bytes its name says. A mismatch
+//! removes the temp file. Two uploads of the same blob may finish in any
+//! order: the second rename replaces a file with identical bytes, which
+//! readers cannot tell apart (an open file keeps its inode).
+//!
+//! Upload sessions live in memory (the temp file plus the running hash);
+//! a restart abandons them and clears the uploads directory. Sessions
+//! idle for a day are dropped.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::digest::Digest;
+use crate::error::RegistryError;
+
+/// Idle upload sessions older than this are dropped.
+const UPLOAD_MAX_IDLE_MS: i64 = 24 * 60 * 60 * 1000;
+
+#[derive(Debug)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating) the blob tree under `root` and clears leftover
+    /// uploads of a previous run.
+    pub fn open(root: &Path) -> Result<Self, RegistryError> {
+        std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
+        let uploads = root.join("uploads");
+        if uploads.exists() {
+            for entry in std::fs::read_dir(&uploads)? {
+                let entry = entry?;
+                if let Err(err) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %err, "could not remove a stale upload");
+                }
+            }
+        }
+        std::fs::create_dir_all(&uploads)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join("sha256")
+            .join(&hex[..2.min(hex.len())])
+            .join(hex)
+    }
+
+    fn upload_path(&self, id: &str) -> PathBuf {
+        self.root.join("uploads").join(id)
+    }
+
+    /// The size of a stored blob, if it is stored.
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        std::fs::metadata(self.path(digest)).ok().map(|m| m.len())
+    }
+
+    /// Moves a finished upload into place if its digest is `expected`;
+    /// otherwise removes it. Blocking (fsync).
+    pub fn commit(
+        &self,
+        temp: &Path,
+        actual: &Digest,
+        expected: &Digest,
+    ) -> Result<(), RegistryError> {
+        if actual != expected {
+            let _ = std::fs::remove_file(temp);
+            return Err(RegistryError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(temp)?;
+        file.sync_all()?;
+        drop(file);
+        let dest = self.path(expected);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(temp, &dest)?;
+        if let Some(parent) = dest.parent() {
+            // Make the rename itself durable.
+            if let Ok(dir) = std::fs::File::open(parent) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a blob's bytes (garbage collection).
+    pub fn remove(&self, digest: &Digest) -> Result<(), RegistryError> {
+        match std::fs::remove_file(self.path(digest)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// One upload in progress.
+#[derive(Debug)]
+pub struct Upload {
+    pub id: String,
+    pub repository: String,
+    path: PathBuf,
+    /// Bytes received so far (also the temp file's length).
+    pub offset: u64,
+    hasher: Sha256,
+    pub touched_ms: i64,
+}
+
+pub type UploadHandle = Arc<tokio::sync::Mutex<Upload>>;
+
+/// The open upload sessions.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    sessions: Mutex<HashMap<String, UploadHandle>>,
+}
+
+impl Uploads {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, UploadHandle>> {
+        // A poisoned map is still a consistent map: entries are inserted
+        // and removed whole.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts an upload into `repository`. Blocking (creates the file).
+    pub fn start(
+        &self,
+        blobs: &BlobStore,
+        repository: &str,
+        now_ms: i64,
+    ) -> Result<String, RegistryError> {
+        self.sweep(now_ms);
+        let id = uuid::Uuid::new_v4().to_string();
+        let path = blobs.upload_path(&id);
+        std::fs::File::create(&path)?;
+        let upload = Upload {
+            id: id.clone(),
+            repository: repository.to_string(),
+            path,
+            offset: 0,
+            hasher: Sha256::new(),
+            touched_ms: now_ms,
+        };
+        self.sessions()
+            .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(upload)));
+        Ok(id)
+    }
+
+    /// The session `id` if it belongs to `repository`.
+    pub fn get(&self, id: &str, repository: &str) -> Result<UploadHandle, RegistryError> {
+        let handle = self
+            .sessions()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RegistryError::UploadNotFound(id.to_string()))?;
+        // The repository never changes, so try_lock failing only means a
+        // request is writing; compare the name through the lock then.
+        if let Ok(u) = handle.try_lock() {
+            if u.repository != repository {
+                return Err(RegistryError::UploadNotFound(id.to_string()));
+            }
+        }
+        Ok(handle)
+    }
+
+    /// Forgets a session and removes its temp file.
+    pub fn cancel(&self, id: &str) {
+        if let Some(handle) = self.sessions().remove(id) {
+            if let Ok(u) = handle.try_lock() {
+                let _ = std::fs::remove_file(&u.path);
+            }
+        }
+    }
+
+    fn sweep(&self, now_ms: i64) {
+        let mut sessions = self.sessions();
+        let stale: Vec<String> = sessions
+            .iter()
+            .filter_map(|(id, h)| {
+                h.try_lock()
+                    .ok()
+                    .filter(|u| now_ms - u.touched_ms > UPLOAD_MAX_IDLE_MS)
+                    .map(|u| {
+                        let _ = std::fs::remove_file(&u.path);
+                        id.clone()
+                    })
+            })
+            .collect();
+        for id in stale {
+            tracing::info!(upload = %id, "dropping an idle upload");
+            sessions.remove(&id);
+        }
+    }
+}
+
+impl Upload {
+    /// Appends a request body, hashing as it goes. The hash and the offset
+    /// only count bytes that reached the file, so a client that hangs up
+    /// mid-chunk leaves a consistent session it can resume.
+    pub async fn append_stream(
+        &mut self,
+        body: axum::body::Body,
+        now_ms: i64,
+    ) -> Result<u64, RegistryError> {
+        let file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .await?;
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut stream = body.into_data_stream();
+        let mut result = Ok(());
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    if let Err(e) = file.write_all(&bytes).await {
+                        result = Err(RegistryError::Io(e));
+                        break;
+                    }
+                    self.hasher.update(&bytes);
+                    self.offset += bytes.len() as u64;
+                }
+                Err(e) => {
+                    result = Err(RegistryError::Io(std::io::Error::other(e.to_string())));
+                    break;
+                }
+            }
+        }
+        file.flush().await?;
+        self.touched_ms = now_ms;
+        result.map(|()| self.offset)
+    }
+
+    /// Appends bytes (ECR's UploadLayerPart). Blocking.
+    pub fn append_bytes(&mut self, bytes: &[u8], now_ms: i64) -> Result<u64, RegistryError> {
+        let mut file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.offset += bytes.len() as u64;
+        self.touched_ms = now_ms;
+        Ok(self.offset)
+    }
+
+    /// The temp file the bytes go to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The digest of everything received so far.
+    pub fn digest(&self) -> Digest {
+        Digest::from_hasher(self.hasher.clone())
+    }
+
+    /// Verifies the bytes against `expected` and moves them into the blob
+    /// store. Either way the temp file is gone afterwards. Blocking.
+    pub fn finish(&self, blobs: &BlobStore, expected: &Digest) -> Result<u64, RegistryError> {
+        blobs.commit(&self.path, &self.digest(), expected)?;
+        Ok(self.offset)
+    }
+}

@@ -1,0 +1,446 @@
+//! The Distribution API in process: the real router over a memory store,
+//! a temp data dir and a manual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use base64::Engine as _;
+use berth_control::{Caller, ManualClock};
+use berth_registry::{Registry, RegistryConfig};
+use berth_store::MemoryStore;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+use sha2::Digest as _;
+use tower::ServiceExt as _;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    registry: Arc<Registry>,
+    clock: Arc<ManualClock>,
+    auth: String,
+}
+
+fn sha(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+fn caller() -> Caller {
+    Caller {
+        principal_arn: "arn:aws:iam::000000000000:root".into(),
+        access_key_id: "AKIDTEST".into(),
+    }
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let registry = Arc::new(
+            Registry::open(
+                Arc::new(MemoryStore::new()),
+                clock.clone(),
+                RegistryConfig {
+                    region: "us-east-1".into(),
+                    account_id: "000000000000".into(),
+                    data_dir: dir.path().to_path_buf(),
+                    endpoint: "127.0.0.1:9480".into(),
+                },
+            )
+            .unwrap(),
+        );
+        let out = registry
+            .ecr("GetAuthorizationToken", b"{}", &caller())
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let token = v["authorizationData"][0]["authorizationToken"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Fixture {
+            data: dir.path().to_path_buf(),
+            _dir: dir,
+            registry,
+            clock,
+            auth: format!("Basic {token}"),
+        }
+    }
+
+    fn ecr(&self, op: &str, body: Value) -> Result<Value, berth_registry::EcrError> {
+        self.registry
+            .ecr(op, body.to_string().as_bytes(), &caller())
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    fn create(&self, name: &str) {
+        self.ecr("CreateRepository", json!({ "repositoryName": name }))
+            .unwrap();
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Response<Body> {
+        let mut req = Request::builder().method(method).uri(uri);
+        req = req.header("Authorization", &self.auth);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        berth_registry::router(self.registry.clone())
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = sha(data);
+        let r = self
+            .call(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+                &[],
+                data.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        d
+    }
+
+    fn blob_path(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.data
+            .join("registry/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_files(&self) -> usize {
+        std::fs::read_dir(self.data.join("registry/uploads"))
+            .unwrap()
+            .count()
+    }
+}
+
+async fn body_bytes(r: Response<Body>) -> Vec<u8> {
+    r.into_body().collect().await.unwrap().to_bytes().to_vec()
+}
+
+async fn error_code(r: Response<Body>) -> String {
+    let v: Value = serde_json::from_slice(&body_bytes(r).await).unwrap();
+    v["errors"][0]["code"].as_str().unwrap().to_string()
+}
+
+fn header(r: &Response<Body>, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn digest_mismatch_leaves_nothing_behind() {
+    let f = Fixture::new();
+    f.create("app");
+    let data = b"some bytes".to_vec();
+    let wrong = sha(b"other bytes");
+    let r = f
+        .call(
+            "POST",
+            &format!("/v2/app/blobs/uploads/?digest={wrong}"),
+            &[],
+            data.clone(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert!(!f.blob_path(&wrong).exists());
+    assert!(!f.blob_path(&sha(&data)).exists());
+    assert_eq!(f.upload_files(), 0);
+    let r = f
+        .call(
+            "HEAD",
+            &format!("/v2/app/blobs/{}", sha(&data)),
+            &[],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pushes_of_one_blob_are_safe() {
+    let f = Arc::new(Fixture::new());
+    f.create("app");
+    let data: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
+    let d = sha(&data);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let f = f.clone();
+        let data = data.clone();
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = f
+                .call(
+                    "POST",
+                    &format!("/v2/app/blobs/uploads/?digest={d}"),
+                    &[],
+                    data,
+                )
+                .await;
+            r.status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::CREATED);
+    }
+    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
+    assert_eq!(f.upload_files(), 0);
+    let r = f
+        .call("GET", &format!("/v2/app/blobs/{d}"), &[], vec![])
+        .await;
+    assert_eq!(body_bytes(r).await, data);
+}
+
+#[tokio::test]
+async fn chunked_upload_and_range_get() {
+    let f = Fixture::new();
+    f.create("team/app");
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let r = f
+        .call("POST", "/v2/team/app/blobs/uploads/", &[], vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = header(&r, "location");
+    let mut offset = 0usize;
+    for chunk in data.chunks(3000) {
+        let range = format!("{}-{}", offset, offset + chunk.len() - 1);
+        let r = f
+            .call("PATCH", &loc, &[("Content-Range", &range)], chunk.to_vec())
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        offset += chunk.len();
+        assert_eq!(header(&r, "range"), format!("0-{}", offset - 1));
+    }
+    let r = f.call("GET", &loc, &[], vec![]).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), format!("0-{}", data.len() - 1));
+    let r = f
+        .call("PATCH", &loc, &[("Content-Range", "0-0")], vec![1])
+        .await;
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let d = sha(&data);
+    let r = f
+        .call("PUT", &format!("{loc}?digest={d}"), &[], vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(header(&r, "docker-content-digest"), d);
+    let r = f
+        .call(
+            "GET",
+            &format!("/v2/team/app/blobs/{d}"),
+            &[("Range", "bytes=100-199")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        header(&r, "content-range"),
+        format!("bytes 100-199/{}", data.len())
+    );
+    assert_eq!(body_bytes(r).await, data[100..200].to_vec());
+    let r = f
+        .call(
+            "GET",
+            &format!("/v2/team/app/blobs/{d}"),
+            &[("Range", "bytes=-10")],
+            vec![],
+        )
+        .await;
+    assert_eq!(body_bytes(r).await, data[data.len() - 10..].to_vec());
+}
+
+#[tokio::test]
+async fn manifest_naming_a_missing_blob_is_refused() {
+    let f = Fixture::new();
+    f.create("app");
+    let cfg = f.push_blob("app", b"{}").await;
+    let layer = f.push_blob("app", b"layer").await;
+    let missing = sha(b"missing");
+    let manifest = |layer: &str| {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 5}]
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let ct = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")];
+    let r = f
+        .call("PUT", "/v2/app/manifests/v1", &ct, manifest(&missing))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+    let good = manifest(&layer);
+    let r = f
+        .call("PUT", "/v2/app/manifests/v1", &ct, good.clone())
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(header(&r, "docker-content-digest"), sha(&good));
+    let r = f.call("GET", "/v2/app/manifests/v1", &[], vec![]).await;
+    assert_eq!(body_bytes(r).await, good);
+    // An index naming an unknown child is refused too.
+    let index = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": missing, "size": 3}]
+    });
+    let r = f
+        .call(
+            "PUT",
+            "/v2/app/manifests/idx",
+            &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+            index.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+}
+
+#[tokio::test]
+async fn tag_and_catalog_pagination_links() {
+    let f = Fixture::new();
+    for n in ["a1", "b2", "c3"] {
+        f.create(n);
+    }
+    let r = f.call("GET", "/v2/_catalog?n=2", &[], vec![]).await;
+    assert_eq!(
+        header(&r, "link"),
+        "</v2/_catalog?last=b2&n=2>; rel=\"next\""
+    );
+    let v: Value = serde_json::from_slice(&body_bytes(r).await).unwrap();
+    assert_eq!(v["repositories"], json!(["a1", "b2"]));
+    let r = f.call("GET", "/v2/_catalog?last=b2&n=2", &[], vec![]).await;
+    assert_eq!(header(&r, "link"), "");
+    let v: Value = serde_json::from_slice(&body_bytes(r).await).unwrap();
+    assert_eq!(v["repositories"], json!(["c3"]));
+
+    let cfg = f.push_blob("a1", b"{}").await;
+    let layer = f.push_blob("a1", b"layer").await;
+    let m = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 5}]
+    })
+    .to_string()
+    .into_bytes();
+    for t in ["t1", "t2", "t3"] {
+        let r = f
+            .call("PUT", &format!("/v2/a1/manifests/{t}"), &[], m.clone())
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = f
+        .call("GET", "/v2/a1/tags/list?n=1&last=t1", &[], vec![])
+        .await;
+    assert_eq!(
+        header(&r, "link"),
+        "</v2/a1/tags/list?last=t2&n=1>; rel=\"next\""
+    );
+    let v: Value = serde_json::from_slice(&body_bytes(r).await).unwrap();
+    assert_eq!(v, json!({"name": "a1", "tags": ["t2"]}));
+}
+
+#[tokio::test]
+async fn tokens_expire_after_twelve_hours() {
+    let f = Fixture::new();
+    let r = f.call("GET", "/v2/", &[], vec![]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    f.clock.advance(12 * 3600 * 1000 - 1);
+    assert_eq!(
+        f.call("GET", "/v2/", &[], vec![]).await.status(),
+        StatusCode::OK
+    );
+    f.clock.advance(1);
+    let r = f.call("GET", "/v2/", &[], vec![]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&r, "www-authenticate").starts_with("Basic realm="));
+    assert_eq!(error_code(r).await, "UNAUTHORIZED");
+    // No credentials at all.
+    let r = berth_registry::router(f.registry.clone())
+        .oneshot(Request::get("/v2/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A token signed by another server's key.
+    let other = Fixture::new();
+    let r = berth_registry::router(f.registry.clone())
+        .oneshot(
+            Request::get("/v2/")
+                .header("Authorization", &other.auth)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let _ = base64::engine::general_purpose::STANDARD.encode("unused");
+}
+
+#[test]
+fn immutable_tags_refuse_moving_on_put_image() {
+    let f = Fixture::new();
+    f.ecr(
+        "CreateRepository",
+        json!({"repositoryName": "imm", "imageTagMutability": "IMMUTABLE"}),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (cfg, l1, l2) = rt.block_on(async {
+        (
+            f.push_blob("imm", b"{}").await,
+            f.push_blob("imm", b"one").await,
+            f.push_blob("imm", b"two").await,
+        )
+    });
+    let m = |l: &str| {
+        json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l, "size": 3}]
+        })
+        .to_string()
+    };
+    f.ecr(
+        "PutImage",
+        json!({"repositoryName": "imm", "imageManifest": m(&l1), "imageTag": "v1"}),
+    )
+    .unwrap();
+    let e = f
+        .ecr(
+            "PutImage",
+            json!({"repositoryName": "imm", "imageManifest": m(&l2), "imageTag": "v1"}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "ImageTagAlreadyExistsException");
+    let e = f
+        .ecr(
+            "PutImage",
+            json!({"repositoryName": "imm", "imageManifest": m(&l1), "imageTag": "v1"}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "ImageAlreadyExistsException");
+    let e = f
+        .ecr("DeleteRepository", json!({"repositoryName": "imm"}))
+        .unwrap_err();
+    assert_eq!(e.code, "RepositoryNotEmptyException");
+    f.ecr(
+        "DeleteRepository",
+        json!({"repositoryName": "imm", "force": true}),
+    )
+    .unwrap();
+}
