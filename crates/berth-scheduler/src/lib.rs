@@ -10,6 +10,8 @@
 //!   distinctInstance, cpu, memory, gpu, tcp ports, udp ports), then ranking by the chained
 //!   strategies, then selection, task after task, with dynamic host ports assigned from
 //!   [`PlacementOptions`]. Tasks that cannot be placed come back with a [`Diagnosis`] in ECS's words.
+//!   A one-task request takes a shortcut with the same answer: one pass over the snapshot, keeping
+//!   only the best candidate (`small.rs`).
 //! - [`select_tasks_to_stop`] is the scale-in mirror of placement.
 //! - [`query`] is the cluster query language, shared with ListContainerInstances' `filter`.
 //! - [`PlacementStrategy::from_wire`] and [`PlacementConstraint::from_wire`] turn ECS's JSON shapes
@@ -52,6 +54,7 @@ pub mod pipeline;
 mod ports;
 pub mod query;
 pub mod scale_in;
+mod small;
 pub mod strategy;
 
 pub use failure::{ClosestInstance, Diagnosis, FailureReason, ReasonCount, Rejection};
@@ -60,7 +63,7 @@ pub use model::{
     PlacementRequest, Plan, Resources, TaskOnInstance, TaskRequirements, ATTR_AMI_ID,
     ATTR_AVAILABILITY_ZONE, ATTR_CPU_ARCHITECTURE, ATTR_INSTANCE_TYPE, ATTR_OS_TYPE,
 };
-pub use pipeline::{check_instance, place};
+pub use pipeline::{check_instance, place, place_general};
 pub use query::{Expr, InstanceView, ParseError};
 pub use scale_in::{select_tasks_to_stop, TaskToStop};
 pub use strategy::{BinpackField, PlacementConstraint, PlacementStrategy, SpreadField, WireError};

@@ -24,6 +24,9 @@
 //!   receives a task. Each group keeps its keys in a tournament tree (`MinTree`), so selection is a
 //!   scan over the (few) groups plus an `O(log n)` update. Any other strategy chain (an attribute
 //!   spread after a binpack, say) falls back to a linear scan of the feasible instances.
+//! - A request for a single task (RunTask's usual case) skips all of that: the single-task path
+//!   (`small.rs`) finds the same instance with one pass over the snapshot that keeps only the best
+//!   candidate, which costs a few nanoseconds per instance instead of building the working state.
 
 use std::collections::HashMap;
 
@@ -35,19 +38,38 @@ use crate::model::{
 };
 use crate::ports::{PortRange, PortState};
 use crate::query::{Expr, InstanceView};
+use crate::small;
 use crate::strategy::{BinpackField, PlacementConstraint, PlacementStrategy, SpreadField};
 
 /// ECS accepts at most five strategies; more are ignored.
 pub const MAX_STRATEGIES: usize = 5;
-const KEY_LEN: usize = MAX_STRATEGIES + 1;
+pub(crate) const KEY_LEN: usize = MAX_STRATEGIES + 1;
 /// A rank: strategy components in order, then the seeded tie-break. Smaller is better.
-type Key = [u32; KEY_LEN];
+pub(crate) type Key = [u32; KEY_LEN];
 const INFEASIBLE: Key = [u32::MAX; KEY_LEN];
 
 /// Plans the placement of `request.count` tasks on `snapshot`.
 ///
 /// Pure: the answer depends only on the arguments, and the same RNG state gives the same plan.
 pub fn place<R: Rng + ?Sized>(
+    snapshot: &ClusterSnapshot,
+    request: &PlacementRequest,
+    options: &PlacementOptions,
+    rng: &mut R,
+) -> Plan {
+    let ranking = Ranking::of(request);
+    if small::eligible(request, &ranking) {
+        return small::place_one(snapshot, request, options, rng, ranking);
+    }
+    let draws = Draws::new(snapshot.instances.len(), ranking.has_random(), rng);
+    Engine::with_draws(snapshot, request, options, rng, ranking, draws).run()
+}
+
+/// [`place`] without the single-task path (`small.rs`): every request goes through the
+/// general engine. The two give the same plan and leave the RNG in the same state; this exists so
+/// that tests and benchmarks can compare them.
+#[doc(hidden)]
+pub fn place_general<R: Rng + ?Sized>(
     snapshot: &ClusterSnapshot,
     request: &PlacementRequest,
     options: &PlacementOptions,
@@ -179,7 +201,7 @@ pub(crate) fn feasibility_stages(request: &PlacementRequest) -> Vec<Stage<'_>> {
 
 /// One ranking component, from one strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ranker {
+pub(crate) enum Ranker {
     BinpackCpu,
     BinpackMemory,
     SpreadInstance,
@@ -191,7 +213,7 @@ enum Ranker {
 /// Gives each distinct attribute value a small id. Attributes that placement spreads over usually
 /// have a handful of values (zones, instance types), so a short list is searched before a map.
 #[derive(Default)]
-struct Interner<'a> {
+pub(crate) struct Interner<'a> {
     few: Vec<Option<&'a str>>,
     many: HashMap<Option<&'a str>, u32>,
 }
@@ -199,7 +221,7 @@ struct Interner<'a> {
 impl<'a> Interner<'a> {
     const FEW: usize = 16;
 
-    fn id(&mut self, v: Option<&'a str>) -> u32 {
+    pub(crate) fn id(&mut self, v: Option<&'a str>) -> u32 {
         if let Some(pos) = self.few.iter().position(|x| *x == v) {
             return pos as u32;
         }
@@ -280,7 +302,7 @@ enum Selector {
     Linear { live: Vec<u32> },
 }
 
-struct Engine<'a, R: ?Sized> {
+pub(crate) struct Engine<'a, R: ?Sized> {
     snap: &'a ClusterSnapshot,
     req: &'a PlacementRequest,
     rng: &'a mut R,
@@ -315,31 +337,19 @@ struct Engine<'a, R: ?Sized> {
     attr_counts: Vec<Vec<u32>>,
 }
 
-impl<'a, R: Rng + ?Sized> Engine<'a, R> {
-    fn new(
-        snap: &'a ClusterSnapshot,
-        req: &'a PlacementRequest,
-        options: &PlacementOptions,
-        rng: &'a mut R,
-    ) -> Self {
-        let n = snap.instances.len();
-        let need = &req.requirements;
-        let range = PortRange {
-            first: options.dynamic_port_first,
-            last: options.dynamic_port_last,
-        };
-        let in_range = |ports: &[u16]| ports.iter().filter(|p| range.contains(**p)).count() as u32;
-        let tcp_need = if need.dynamic_tcp_ports > 0 {
-            u32::from(need.dynamic_tcp_ports) + in_range(&need.static_tcp_ports)
-        } else {
-            0
-        };
-        let udp_need = if need.dynamic_udp_ports > 0 {
-            u32::from(need.dynamic_udp_ports) + in_range(&need.static_udp_ports)
-        } else {
-            0
-        };
+/// The ranking a request asks for: ECS's strategies in order, as ranking components.
+pub(crate) struct Ranking<'a> {
+    pub(crate) rankers: Vec<Ranker>,
+    /// Attribute name per spread slot, in strategy order.
+    pub(crate) attr_names: Vec<&'a str>,
+    /// How many leading rankers are attribute spreads.
+    pub(crate) prefix: usize,
+    /// Whether no attribute spread follows another kind of strategy (grouped trees can be used).
+    pub(crate) tree_mode: bool,
+}
 
+impl<'a> Ranking<'a> {
+    pub(crate) fn of(req: &'a PlacementRequest) -> Self {
         // Ranking: ECS's strategies in order. Nothing after `random` can break a tie, so it is
         // dropped; no strategy at all means random.
         let strategies: &[PlacementStrategy] = if req.strategies.is_empty() {
@@ -372,6 +382,105 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         let tree_mode = !rankers[prefix..]
             .iter()
             .any(|r| matches!(r, Ranker::SpreadAttribute(_)));
+        Self {
+            rankers,
+            attr_names,
+            prefix,
+            tree_mode,
+        }
+    }
+
+    pub(crate) fn has_random(&self) -> bool {
+        self.rankers.contains(&Ranker::Random)
+    }
+}
+
+/// The seeded draws of a planning run, made before anything else and always in this order: one
+/// random rank per instance when the `random` strategy is used, then one tie-break per instance.
+/// Every path through the engine makes exactly these draws (and, with `random`, one more per
+/// placement), so the RNG is left in the same state whichever path planned.
+pub(crate) struct Draws {
+    pub(crate) rand_key: Vec<u32>,
+    pub(crate) tiebreak: Vec<u32>,
+}
+
+impl Draws {
+    pub(crate) fn random_keys<R: Rng + ?Sized>(
+        n: usize,
+        has_random: bool,
+        rng: &mut R,
+    ) -> Vec<u32> {
+        if has_random {
+            (0..n).map(|_| draw(rng)).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn new<R: Rng + ?Sized>(n: usize, has_random: bool, rng: &mut R) -> Self {
+        let rand_key = Self::random_keys(n, has_random, rng);
+        let tiebreak = (0..n).map(|_| draw(rng)).collect();
+        Self { rand_key, tiebreak }
+    }
+}
+
+/// One seeded draw: a random rank or a tie-break.
+#[inline]
+pub(crate) fn draw<R: Rng + ?Sized>(rng: &mut R) -> u32 {
+    rng.gen_range(0..u32::MAX)
+}
+
+/// Dynamic-range ports one task takes (dynamic plus static ports inside the range), TCP then UDP.
+pub(crate) fn port_needs(req: &PlacementRequest, range: PortRange) -> (u32, u32) {
+    let need = &req.requirements;
+    let in_range = |ports: &[u16]| ports.iter().filter(|p| range.contains(**p)).count() as u32;
+    let tcp_need = if need.dynamic_tcp_ports > 0 {
+        u32::from(need.dynamic_tcp_ports) + in_range(&need.static_tcp_ports)
+    } else {
+        0
+    };
+    let udp_need = if need.dynamic_udp_ports > 0 {
+        u32::from(need.dynamic_udp_ports) + in_range(&need.static_udp_ports)
+    } else {
+        0
+    };
+    (tcp_need, udp_need)
+}
+
+impl<'a, R: Rng + ?Sized> Engine<'a, R> {
+    fn new(
+        snap: &'a ClusterSnapshot,
+        req: &'a PlacementRequest,
+        options: &PlacementOptions,
+        rng: &'a mut R,
+    ) -> Self {
+        let ranking = Ranking::of(req);
+        let draws = Draws::new(snap.instances.len(), ranking.has_random(), rng);
+        Self::with_draws(snap, req, options, rng, ranking, draws)
+    }
+
+    /// The engine for a run whose seeded draws are already made.
+    pub(crate) fn with_draws(
+        snap: &'a ClusterSnapshot,
+        req: &'a PlacementRequest,
+        options: &PlacementOptions,
+        rng: &'a mut R,
+        ranking: Ranking<'a>,
+        draws: Draws,
+    ) -> Self {
+        let n = snap.instances.len();
+        let range = PortRange {
+            first: options.dynamic_port_first,
+            last: options.dynamic_port_last,
+        };
+        let (tcp_need, udp_need) = port_needs(req, range);
+        let Ranking {
+            rankers,
+            attr_names,
+            prefix,
+            tree_mode,
+        } = ranking;
+        let Draws { rand_key, tiebreak } = draws;
 
         let group_count: Vec<u32> = snap
             .instances
@@ -399,13 +508,6 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             attr_counts.push(counts);
         }
 
-        let has_random = rankers.contains(&Ranker::Random);
-        let rand_key = if has_random {
-            (0..n).map(|_| rng.gen_range(0..u32::MAX)).collect()
-        } else {
-            Vec::new()
-        };
-        let tiebreak = (0..n).map(|_| rng.gen_range(0..u32::MAX)).collect();
         let mut engine = Self {
             snap,
             req,
@@ -683,7 +785,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             counts[values[i] as usize] += 1;
         }
         if !self.rand_key.is_empty() {
-            self.rand_key[i] = self.rng.gen_range(0..u32::MAX);
+            self.rand_key[i] = draw(self.rng);
         }
         self.reject[i] = self.first_failure(i, Check::Recheck);
         match selector {
@@ -744,7 +846,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         Diagnosis::new(&event_subject(&self.req.group), rejections, closest)
     }
 
-    fn run(mut self) -> Plan {
+    pub(crate) fn run(mut self) -> Plan {
         let count = self.req.count;
         let mut placements = Vec::with_capacity(count.min(100_000) as usize);
         let mut selector = self.build_selector();
