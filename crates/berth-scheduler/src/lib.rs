@@ -63,7 +63,7 @@ pub use model::{
     PlacementRequest, Plan, Resources, TaskOnInstance, TaskRequirements, ATTR_AMI_ID,
     ATTR_AVAILABILITY_ZONE, ATTR_CPU_ARCHITECTURE, ATTR_INSTANCE_TYPE, ATTR_OS_TYPE,
 };
-pub use pipeline::{check_instance, place, place_general};
+pub use pipeline::{check_instance, place, place_general, place_with_tie_mask};
 pub use query::{Expr, InstanceView, ParseError};
 pub use scale_in::{select_tasks_to_stop, TaskToStop};
 pub use strategy::{BinpackField, PlacementConstraint, PlacementStrategy, SpreadField, WireError};

@@ -57,12 +57,7 @@ pub fn place<R: Rng + ?Sized>(
     options: &PlacementOptions,
     rng: &mut R,
 ) -> Plan {
-    let ranking = Ranking::of(request);
-    if small::eligible(request, &ranking) {
-        return small::place_one(snapshot, request, options, rng, ranking);
-    }
-    let draws = Draws::new(snapshot.instances.len(), ranking.has_random(), rng);
-    Engine::with_draws(snapshot, request, options, rng, ranking, draws).run()
+    plan_with(snapshot, request, options, rng, u32::MAX, false)
 }
 
 /// [`place`] without the single-task path (`small.rs`): every request goes through the
@@ -75,7 +70,38 @@ pub fn place_general<R: Rng + ?Sized>(
     options: &PlacementOptions,
     rng: &mut R,
 ) -> Plan {
-    Engine::new(snapshot, request, options, rng).run()
+    plan_with(snapshot, request, options, rng, u32::MAX, true)
+}
+
+/// [`place`] (or [`place_general`] when `general`) with every tie-break masked by `tie_mask`, so
+/// that tests can make tie-breaks collide and exercise the order on exact ties (group order, then
+/// instance index). `u32::MAX` gives [`place`]'s own tie-breaks. Not for production use.
+#[doc(hidden)]
+pub fn place_with_tie_mask<R: Rng + ?Sized>(
+    snapshot: &ClusterSnapshot,
+    request: &PlacementRequest,
+    options: &PlacementOptions,
+    rng: &mut R,
+    tie_mask: u32,
+    general: bool,
+) -> Plan {
+    plan_with(snapshot, request, options, rng, tie_mask, general)
+}
+
+fn plan_with<R: Rng + ?Sized>(
+    snapshot: &ClusterSnapshot,
+    request: &PlacementRequest,
+    options: &PlacementOptions,
+    rng: &mut R,
+    tie_mask: u32,
+    general: bool,
+) -> Plan {
+    let ranking = Ranking::of(request);
+    let draws = Draws::new(rng, tie_mask);
+    if !general && small::eligible(request, &ranking) {
+        return small::place_one(snapshot, request, options, rng, ranking, draws);
+    }
+    Engine::with_draws(snapshot, request, options, rng, ranking, draws).run()
 }
 
 /// Every feasibility stage that instance `instance_index` fails for one task of `request`, in
@@ -325,8 +351,8 @@ pub(crate) struct Engine<'a, R: ?Sized> {
     udp: Vec<PortState>,
     /// Per-instance random rank for the `random` strategy (empty when unused).
     rand_key: Vec<u32>,
-    /// Per-instance seeded tie-break.
-    tiebreak: Vec<u32>,
+    /// The run's seeded draw, from which each instance's tie-break is derived.
+    draws: Draws,
     /// First failing stage per instance, `None` while feasible (as far as it has been checked).
     reject: Vec<Option<FailureReason>>,
     /// Whether the deferred stages have run on the instance (and its port state is read).
@@ -395,36 +421,69 @@ impl<'a> Ranking<'a> {
     }
 }
 
-/// The seeded draws of a planning run, made before anything else and always in this order: one
-/// random rank per instance when the `random` strategy is used, then one tie-break per instance.
-/// Every path through the engine makes exactly these draws (and, with `random`, one more per
-/// placement), so the RNG is left in the same state whichever path planned.
+/// The seeded draws of a planning run: exactly one, made before anything else, from which every
+/// instance's tie-break (and, with the `random` strategy, its first random rank) is derived by a
+/// stateless mix of that draw and the instance index (the `index`-th output of a splitmix64 stream
+/// seeded with it). Deriving a value costs about a nanosecond, against about two for a draw from
+/// the RNG, and lets the single-task path compute them as it goes instead of filling arrays. With
+/// `random`, each placement then makes one more draw: the new random rank of the instance that
+/// received the task. Every path through the engine makes exactly these draws, so the RNG is left in
+/// the same state whichever path planned, and the same seed gives the same plan.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Draws {
-    pub(crate) rand_key: Vec<u32>,
-    pub(crate) tiebreak: Vec<u32>,
+    /// Seed of the tie-breaks.
+    tie_seed: u64,
+    /// Seed of the first random ranks: a second stream, derived from the same draw.
+    rand_seed: u64,
+    /// Mask applied to every tie-break: `u32::MAX` except in tests (see [`place_with_tie_mask`]).
+    tie_mask: u32,
+}
+
+/// splitmix64's increment (the golden ratio in 64 bits).
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// splitmix64's finaliser: a bijection of `u64` whose outputs for consecutive inputs look
+/// independent.
+#[inline(always)]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Output `index` of the splitmix64 stream seeded with `seed`, reduced to `0..u32::MAX` as [`draw`]
+/// is (a tie-break of `u32::MAX` could make a feasible key equal to `INFEASIBLE`).
+#[inline(always)]
+fn stream(seed: u64, index: usize) -> u32 {
+    let z = mix64(seed.wrapping_add((index as u64).wrapping_add(1).wrapping_mul(GOLDEN)));
+    (((z >> 32) * u64::from(u32::MAX)) >> 32) as u32
 }
 
 impl Draws {
-    pub(crate) fn random_keys<R: Rng + ?Sized>(
-        n: usize,
-        has_random: bool,
-        rng: &mut R,
-    ) -> Vec<u32> {
-        if has_random {
-            (0..n).map(|_| draw(rng)).collect()
-        } else {
-            Vec::new()
+    /// Makes the run's one draw.
+    pub(crate) fn new<R: Rng + ?Sized>(rng: &mut R, tie_mask: u32) -> Self {
+        let seed = rng.next_u64();
+        Self {
+            tie_seed: seed,
+            rand_seed: mix64(seed ^ 0x5241_4E44_4F4D_5F4B),
+            tie_mask,
         }
     }
 
-    fn new<R: Rng + ?Sized>(n: usize, has_random: bool, rng: &mut R) -> Self {
-        let rand_key = Self::random_keys(n, has_random, rng);
-        let tiebreak = (0..n).map(|_| draw(rng)).collect();
-        Self { rand_key, tiebreak }
+    /// The seeded tie-break of instance `i`.
+    #[inline(always)]
+    pub(crate) fn tiebreak(&self, i: usize) -> u32 {
+        stream(self.tie_seed, i) & self.tie_mask
+    }
+
+    /// The first random rank of instance `i` (the `random` strategy).
+    #[inline(always)]
+    pub(crate) fn random_rank(&self, i: usize) -> u32 {
+        stream(self.rand_seed, i)
     }
 }
 
-/// One seeded draw: a random rank or a tie-break.
+/// One seeded draw: the new random rank of an instance that received a task.
 #[inline]
 pub(crate) fn draw<R: Rng + ?Sized>(rng: &mut R) -> u32 {
     rng.gen_range(0..u32::MAX)
@@ -455,11 +514,11 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         rng: &'a mut R,
     ) -> Self {
         let ranking = Ranking::of(req);
-        let draws = Draws::new(snap.instances.len(), ranking.has_random(), rng);
+        let draws = Draws::new(rng, u32::MAX);
         Self::with_draws(snap, req, options, rng, ranking, draws)
     }
 
-    /// The engine for a run whose seeded draws are already made.
+    /// The engine for a run whose seeded draw is already made.
     pub(crate) fn with_draws(
         snap: &'a ClusterSnapshot,
         req: &'a PlacementRequest,
@@ -480,7 +539,11 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             prefix,
             tree_mode,
         } = ranking;
-        let Draws { rand_key, tiebreak } = draws;
+        let rand_key = if rankers.contains(&Ranker::Random) {
+            (0..n).map(|i| draws.random_rank(i)).collect()
+        } else {
+            Vec::new()
+        };
 
         let group_count: Vec<u32> = snap
             .instances
@@ -526,7 +589,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             tcp: vec![PortState::default(); n],
             udp: vec![PortState::default(); n],
             rand_key,
-            tiebreak,
+            draws,
             reject: Vec::with_capacity(n),
             verified: vec![false; n],
             attr_values,
@@ -628,7 +691,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
                 Ranker::Random => self.rand_key[i],
             };
         }
-        key[KEY_LEN - 1] = self.tiebreak[i];
+        key[KEY_LEN - 1] = self.draws.tiebreak(i);
         key
     }
 

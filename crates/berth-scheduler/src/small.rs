@@ -16,14 +16,16 @@
 //!   second pass reads every instance's value and keeps the best candidate per value, as the
 //!   engine's groups do.
 //!
-//! It gives exactly the general engine's answer, not an approximation: the same seeded draws are made
-//! in the same order (so the RNG is left in the same state too), and candidates are ordered as the
-//! engine's trees order them (strategy components, then the tie-break, then the group's first
-//! appearance, then the instance index). `tests/small.rs` checks that both paths give the same plan
+//! It gives exactly the general engine's answer, not an approximation: the run makes the same one
+//! seeded draw and derives each instance's tie-break (and random rank) from it and the instance index
+//! as the engine does (`Draws`), computing it during the pass only for instances the cheap stages
+//! keep; the RNG is left in the same state too. Candidates are ordered as the engine's trees order
+//! them (strategy components, then the tie-break, then the group's first appearance, then the
+//! instance index). `tests/small.rs` checks that both paths give the same plan
 //! for random snapshots and requests. Requests it does not cover (more than one task, two or more
 //! leading attribute spreads, an attribute spread after another strategy) go to the general engine,
 //! as does a task that cannot be placed, whose [`crate::Diagnosis`] the engine writes, from the
-//! draws already made.
+//! draw already made.
 
 use rand::Rng;
 
@@ -148,7 +150,7 @@ impl<F: Fn(&ContainerInstance, usize, u32) -> u32> Rank for One<F> {
 /// Any chain: the engine's key itself.
 struct Chain<'a> {
     rankers: &'a [Ranker],
-    rand_key: &'a [u32],
+    draws: Draws,
 }
 
 impl Rank for Chain<'_> {
@@ -161,7 +163,7 @@ impl Rank for Chain<'_> {
                 Ranker::BinpackCpu => inst.remaining.cpu,
                 Ranker::BinpackMemory => inst.remaining.memory,
                 Ranker::SpreadInstance => group_count,
-                Ranker::Random => self.rand_key.get(i).copied().unwrap_or(0),
+                Ranker::Random => self.draws.random_rank(i),
                 // Not after the prefix in tree mode (see `eligible`).
                 Ranker::SpreadAttribute(_) => 0,
             };
@@ -172,24 +174,23 @@ impl Rank for Chain<'_> {
 }
 
 /// Both passes for one way of ranking.
-fn run<K: Rank, R: Rng + ?Sized>(
+fn run<K: Rank>(
     snap: &ClusterSnapshot,
     needs: &Needs<'_>,
     rank: &K,
     spread_attr: Option<&str>,
-    rng: &mut R,
-    tiebreak: &mut [u32],
+    draws: &Draws,
 ) -> Option<usize> {
     // The loop is compiled twice so that the pass without a leading spread does not test for it on
     // every instance.
     let pass = if spread_attr.is_some() {
-        choose::<K, R, true>(snap, needs, rank, spread_attr, rng, tiebreak)
+        choose::<K, true>(snap, needs, rank, spread_attr, draws)
     } else {
-        choose::<K, R, false>(snap, needs, rank, spread_attr, rng, tiebreak)
+        choose::<K, false>(snap, needs, rank, spread_attr, draws)
     };
     match pass {
         Pass::Chosen(chosen) => chosen,
-        Pass::ByValue(name) => by_value(snap, needs, rank, name, tiebreak),
+        Pass::ByValue(name) => by_value(snap, needs, rank, name, draws),
     }
 }
 
@@ -200,8 +201,8 @@ pub(crate) fn place_one<'a, R: Rng + ?Sized>(
     options: &PlacementOptions,
     rng: &'a mut R,
     ranking: Ranking<'a>,
+    draws: Draws,
 ) -> Plan {
-    let n = snap.instances.len();
     let range = PortRange {
         first: options.dynamic_port_first,
         last: options.dynamic_port_last,
@@ -229,52 +230,44 @@ pub(crate) fn place_one<'a, R: Rng + ?Sized>(
             .collect(),
     };
     let has_random = ranking.has_random();
-    let rand_key = Draws::random_keys(n, has_random, rng);
     let suffix = &ranking.rankers[ranking.prefix..];
     // The attribute of a leading spread (tree mode puts no other attribute spread after it).
     let spread_attr = (ranking.prefix == 1).then(|| ranking.attr_names[0]);
 
-    // The tie-breaks are drawn during the pass, for every instance and in instance order, as the
-    // engine draws them; they are kept for a second pass or the engine.
-    let mut tiebreak: Vec<u32> = vec![0; n];
-    let tb = &mut tiebreak;
+    // The tie-breaks (and random ranks) are derived from the run's one draw during the pass, as the
+    // engine derives them, so they need no array.
+    let d = &draws;
     let chosen = match suffix {
         [] => run(
             snap,
             &needs,
             &One(|_: &ContainerInstance, _, _| 0),
             spread_attr,
-            rng,
-            tb,
+            d,
         ),
         [Ranker::BinpackCpu] => {
             let rank = One(|inst: &ContainerInstance, _, _| inst.remaining.cpu);
-            run(snap, &needs, &rank, spread_attr, rng, tb)
+            run(snap, &needs, &rank, spread_attr, d)
         }
         [Ranker::BinpackMemory] => {
             let rank = One(|inst: &ContainerInstance, _, _| inst.remaining.memory);
-            run(snap, &needs, &rank, spread_attr, rng, tb)
+            run(snap, &needs, &rank, spread_attr, d)
         }
         [Ranker::SpreadInstance] => {
             let rank = One(|_: &ContainerInstance, _, group_count| group_count);
-            run(snap, &needs, &rank, spread_attr, rng, tb)
+            run(snap, &needs, &rank, spread_attr, d)
         }
         [Ranker::Random] => {
-            let rank =
-                One(|_: &ContainerInstance, i: usize, _| rand_key.get(i).copied().unwrap_or(0));
-            run(snap, &needs, &rank, spread_attr, rng, tb)
+            let rank = One(|_: &ContainerInstance, i: usize, _| d.random_rank(i));
+            run(snap, &needs, &rank, spread_attr, d)
         }
         rankers => {
-            let rank = Chain {
-                rankers,
-                rand_key: &rand_key,
-            };
-            run(snap, &needs, &rank, spread_attr, rng, tb)
+            let rank = Chain { rankers, draws };
+            run(snap, &needs, &rank, spread_attr, d)
         }
     };
     let Some(i) = chosen else {
-        // Nowhere to go: the engine writes the diagnosis, from the same draws.
-        let draws = Draws { rand_key, tiebreak };
+        // Nowhere to go: the engine writes the diagnosis, from the same draw.
         return Engine::with_draws(snap, req, options, rng, ranking, draws).run();
     };
     let inst = &snap.instances[i];
@@ -335,14 +328,13 @@ enum Pass<'a> {
     ByValue(&'a str),
 }
 
-/// The first pass (see the module docs), drawing the tie-breaks through `tiebreak`.
-fn choose<'a, K: Rank, R: Rng + ?Sized, const LEADING: bool>(
+/// The first pass (see the module docs).
+fn choose<'a, K: Rank, const LEADING: bool>(
     snap: &ClusterSnapshot,
     needs: &Needs<'_>,
     rank: &K,
     spread_attr: Option<&'a str>,
-    rng: &mut R,
-    tiebreak: &mut [u32],
+    draws: &Draws,
 ) -> Pass<'a> {
     // The pass: the best fully feasible instance by the rankers after the leading spread (all of
     // them without one). Attribute values are not read here: a map lookup per instance would cost
@@ -352,11 +344,7 @@ fn choose<'a, K: Rank, R: Rng + ?Sized, const LEADING: bool>(
     let mut tied = false;
     // Instances holding tasks of the group (only needed for a leading spread).
     let mut holders: Vec<u32> = Vec::new();
-    for (i, (inst, slot)) in snap.instances.iter().zip(tiebreak.iter_mut()).enumerate() {
-        // Drawing here rather than in a loop of its own lets the RNG's arithmetic overlap the
-        // memory reads of the instance.
-        let tb = draw(rng);
-        *slot = tb;
+    for (i, inst) in snap.instances.iter().enumerate() {
         let group_count = needs.group_count(inst);
         if LEADING && group_count > 0 {
             holders.push(i as u32);
@@ -364,7 +352,9 @@ fn choose<'a, K: Rank, R: Rng + ?Sized, const LEADING: bool>(
         if !needs.cheap_pass(inst, group_count) {
             continue;
         }
-        let key = rank.key(inst, i, group_count, tb);
+        // Only instances the cheap stages keep need their tie-break (derived, not drawn: see
+        // `Draws`).
+        let key = rank.key(inst, i, group_count, draws.tiebreak(i));
         if let Some((b, _)) = &best {
             // In instance order, only a strictly better rank replaces the candidate: the engine
             // keeps the lower index on equal keys.
@@ -412,12 +402,12 @@ fn by_value<K: Rank>(
     needs: &Needs<'_>,
     rank: &K,
     name: &str,
-    tiebreak: &[u32],
+    draws: &Draws,
 ) -> Option<usize> {
     let mut values = Interner::default();
     let mut counts: Vec<u32> = Vec::new();
     let mut best: Vec<Option<(K::Key, u32)>> = Vec::new();
-    for ((i, inst), tb) in snap.instances.iter().enumerate().zip(tiebreak) {
+    for (i, inst) in snap.instances.iter().enumerate() {
         let group_count = needs.group_count(inst);
         let g = values.id(inst.attribute(name).flatten()) as usize;
         if g == counts.len() {
@@ -428,7 +418,7 @@ fn by_value<K: Rank>(
         if !needs.cheap_pass(inst, group_count) {
             continue;
         }
-        let key = rank.key(inst, i, group_count, *tb);
+        let key = rank.key(inst, i, group_count, draws.tiebreak(i));
         if matches!(&best[g], Some((b, _)) if key >= *b) {
             continue;
         }

@@ -8,16 +8,20 @@ mod common;
 use berth_scheduler::*;
 use common::*;
 use proptest::prelude::*;
-use rand::RngCore;
+use rand::{Rng, RngCore};
 
 const RANGE: PlacementOptions = PlacementOptions {
     dynamic_port_first: 50000,
     dynamic_port_last: 50004,
 };
 
-/// An RNG whose draws take only a few values, so that tie-breaks collide all the time and the
-/// engine's order on exact ties (group order, then instance index) is exercised. It never yields 1,
-/// which `gen_range(0..u32::MAX)` rejects.
+/// An RNG whose draws take only a few values, so that the random ranks redrawn after a placement
+/// collide. It never yields 1, which `gen_range(0..u32::MAX)` rejects.
+///
+/// It no longer makes tie-breaks collide by itself: since each instance's tie-break is derived from
+/// one draw per run and the instance index, two instances of one run get different tie-breaks
+/// whatever the draw. The tie test below masks the tie-breaks down to two bits instead
+/// (`place_with_tie_mask`).
 struct FewValues(u64);
 
 impl RngCore for FewValues {
@@ -207,12 +211,20 @@ proptest! {
         prop_assert_eq!(a.next_u64(), b.next_u64());
     }
 
-    /// With tie-breaks that collide, the exact ties are broken as the engine breaks them.
+    /// With tie-breaks that collide (masked to two bits, so four values), the exact ties are broken
+    /// as the engine breaks them. Changed when tie-breaks became derived from one draw per run:
+    /// `FewValues` alone no longer makes them collide (see its docs).
     #[test]
     fn single_task_path_matches_engine_on_ties(snap in arb_cluster(), req in arb_request(), seed in any::<u64>()) {
         let (mut a, mut b) = (FewValues(seed), FewValues(seed));
-        let fast = place(&snap, &req, &RANGE, &mut a);
-        let general = place_general(&snap, &req, &RANGE, &mut b);
+        let fast = place_with_tie_mask(&snap, &req, &RANGE, &mut a, 3, false);
+        let general = place_with_tie_mask(&snap, &req, &RANGE, &mut b, 3, true);
+        prop_assert_eq!(&fast, &general);
+        prop_assert_eq!(a.next_u64(), b.next_u64());
+        // The same with a real RNG.
+        let (mut a, mut b) = (rng(seed), rng(seed));
+        let fast = place_with_tie_mask(&snap, &req, &RANGE, &mut a, 3, false);
+        let general = place_with_tie_mask(&snap, &req, &RANGE, &mut b, 3, true);
         prop_assert_eq!(&fast, &general);
         prop_assert_eq!(a.next_u64(), b.next_u64());
     }
@@ -262,4 +274,58 @@ fn unplaceable_task_is_diagnosed_by_the_engine() {
     assert_eq!(fast, general);
     assert_eq!(fast.unplaced, vec![0]);
     assert!(fast.diagnosis.is_some());
+}
+
+/// A run makes one seeded draw (plus, with `random`, one per placement), whatever the size of the
+/// cluster: the tie-breaks are derived from it and the instance index.
+#[test]
+fn a_run_makes_one_draw_plus_one_per_random_placement() {
+    let snap = ClusterSnapshot {
+        instances: (0..200)
+            .map(|n| inst(n, "us-east-1a", 4096, 4096))
+            .collect(),
+    };
+    // (strategies, tasks, random ranks redrawn)
+    for (strategies, count, redraws) in [
+        (vec![strat("binpack", Some("memory"))], 1, 0),
+        (PlacementStrategy::service_defaults(), 1, 0),
+        (PlacementStrategy::service_defaults(), 7, 0),
+        (vec![strat("random", None)], 1, 1),
+        (vec![strat("random", None)], 7, 7),
+    ] {
+        let mut req = task("service:web", 16, 16);
+        req.strategies = strategies;
+        req.count = count;
+        for general in [false, true] {
+            let mut a = rng(9);
+            let p = place_with_tie_mask(&snap, &req, &RANGE, &mut a, u32::MAX, general);
+            assert_eq!(p.placements.len(), count as usize);
+            let mut b = rng(9);
+            b.next_u64();
+            for _ in 0..redraws {
+                b.gen_range(0..u32::MAX);
+            }
+            assert_eq!(a.next_u64(), b.next_u64(), "{:?} x{count}", req.strategies);
+        }
+    }
+}
+
+/// On a cluster of identical instances the tie-break alone picks the instance: different seeds pick
+/// (mostly) different ones, spread over the whole cluster, and both paths agree.
+#[test]
+fn derived_tie_breaks_spread_the_winner_over_the_cluster() {
+    let snap = ClusterSnapshot {
+        instances: (0..64).map(|n| inst(n, "us-east-1a", 4096, 4096)).collect(),
+    };
+    let mut req = task("service:web", 16, 16);
+    req.strategies = vec![strat("binpack", Some("memory"))];
+    let mut winners = std::collections::BTreeSet::new();
+    for seed in 0..200 {
+        let fast = plan(&snap, &req, seed);
+        let general = place_general(&snap, &req, &PlacementOptions::default(), &mut rng(seed));
+        assert_eq!(fast, general);
+        winners.insert(fast.placements[0].instance_index);
+    }
+    // 200 uniform picks among 64 instances miss about 2 of them on average.
+    assert!(winners.len() > 50, "{} distinct winners", winners.len());
 }
