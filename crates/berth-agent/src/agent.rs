@@ -14,9 +14,9 @@ use berth_model::task_definition::TaskDefinition;
 use berth_runtime::{labels, ContainerRuntime, ContainerStatus, LabelFilter};
 use serde_json::{json, Value};
 
-use crate::client::{CallError, EcsClient};
 use crate::reconcile::{self, Action, DesiredTask, Observed, Options, State};
 use crate::spec::{self, HostSettings};
+use berth_client::{CallError, EcsClient};
 
 /// Ports the host keeps for itself, as the ECS agent reserves them.
 pub const RESERVED_PORTS: &[u16] = &[22, 2375, 2376, 51678, 51679];

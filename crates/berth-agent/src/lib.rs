@@ -5,12 +5,11 @@
 //! that close the gap (launch, start, stop, remove, report). [`spec`] turns
 //! an ECS container definition into the runtime's container spec, also
 //! pure. [`agent`] is the loop at the edge that gathers both sides over the
-//! signed ECS API ([`client`]) and the runtime, and carries actions out.
+//! signed ECS API (`berth-client`) and the runtime, and carries actions out.
 
 pub mod agent;
-pub mod client;
 pub mod reconcile;
 pub mod spec;
 
 pub use agent::{Agent, AgentConfig, AgentError};
-pub use client::EcsClient;
+pub use berth_client::{CallError, EcsClient};

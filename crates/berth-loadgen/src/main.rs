@@ -11,19 +11,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
-use bytes::Bytes;
+use anyhow::{bail, Context as _};
+use berth_client::EcsClient;
 use clap::Parser;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
+use serde_json::Value;
 #[derive(Parser, Debug)]
 #[command(about = "Signed, bounded load against AWS JSON APIs, side by side")]
 struct Cli {
@@ -53,68 +46,18 @@ struct Cli {
     max_requests: u64,
 }
 
-const ECS_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 /// Revisions registered in the `seed` family before the read operations, so
 /// that Describe and List read the same data on every target.
 const SEED_REVISIONS: usize = 20;
 
+/// One system under test.
 #[derive(Clone)]
 struct Target {
     name: String,
-    endpoint: String,
-    authority: String,
+    client: EcsClient,
 }
 
-struct Signer {
-    identity: aws_smithy_runtime_api::client::identity::Identity,
-    region: String,
-}
-
-impl Signer {
-    fn request(
-        &self,
-        target: &Target,
-        op: &str,
-        body: Bytes,
-    ) -> anyhow::Result<http::Request<Full<Bytes>>> {
-        let mut req = http::Request::builder()
-            .method("POST")
-            .uri(format!("{}/", target.endpoint))
-            .header("host", &target.authority)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("{ECS_PREFIX}{op}"))
-            .body(Full::new(body.clone()))?;
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("ecs")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()?
-            .into();
-        let headers: Vec<(String, String)> = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_string(), v.to_string()))
-            })
-            .collect();
-        let uri = req.uri().to_string();
-        let signable = SignableRequest::new(
-            "POST",
-            &uri,
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(&body),
-        )?;
-        let (instructions, _) = sign(signable, &params)?.into_parts();
-        instructions.apply_to_request_http1x(&mut req);
-        Ok(req)
-    }
-}
-
-fn body_for(op: &str, worker: usize, seq: u64) -> anyhow::Result<Bytes> {
+fn body_for(op: &str, worker: usize, seq: u64) -> anyhow::Result<Value> {
     let v = match op {
         "RegisterTaskDefinition" => serde_json::json!({
             "family": "loadgen",
@@ -133,28 +76,11 @@ fn body_for(op: &str, worker: usize, seq: u64) -> anyhow::Result<Bytes> {
         "ListClusters" => serde_json::json!({}),
         other => bail!("no workload for operation {other}"),
     };
-    Ok(Bytes::from(serde_json::to_vec(&v)?))
+    Ok(v)
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-async fn call(
-    client: &HttpClient,
-    signer: &Signer,
-    target: &Target,
-    op: &str,
-    body: Bytes,
-) -> anyhow::Result<()> {
-    let req = signer.request(target, op, body)?;
-    let resp = client.request(req).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        return Err(anyhow!(
-            "{op} answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ));
-    }
+async fn call(target: &Target, op: &str, body: &Value) -> anyhow::Result<()> {
+    target.client.call(op, body).await?;
     Ok(())
 }
 
@@ -180,8 +106,6 @@ impl Stats {
 }
 
 async fn run_op(
-    client: &HttpClient,
-    signer: &Arc<Signer>,
     target: &Target,
     op: &str,
     concurrency: usize,
@@ -193,8 +117,6 @@ async fn run_op(
     let started = Instant::now();
     let mut handles = Vec::new();
     for worker in 0..concurrency {
-        let client = client.clone();
-        let signer = signer.clone();
         let target = target.clone();
         let op = op.to_string();
         let issued = issued.clone();
@@ -212,7 +134,7 @@ async fn run_op(
                     Err(e) => return (lat, errors + 1, Some(e.to_string())),
                 };
                 let t = Instant::now();
-                match call(&client, &signer, &target, &op, body).await {
+                match call(&target, &op, &body).await {
                     Ok(()) => lat.push(t.elapsed().as_micros() as u64),
                     Err(e) => {
                         errors += 1;
@@ -246,43 +168,37 @@ async fn run_op(
     Ok(stats)
 }
 
-async fn seed(client: &HttpClient, signer: &Signer, target: &Target) -> anyhow::Result<()> {
+async fn seed(target: &Target) -> anyhow::Result<()> {
     for i in 0..SEED_REVISIONS {
         let body = serde_json::json!({
             "family": "seed",
             "containerDefinitions": [{"name": "app", "image": "app:latest", "memory": 128,
                 "environment": [{"name": "I", "value": i.to_string()}]}],
         });
-        call(
-            client,
-            signer,
-            target,
-            "RegisterTaskDefinition",
-            Bytes::from(serde_json::to_vec(&body)?),
-        )
-        .await
-        .with_context(|| format!("seeding {}", target.name))?;
+        call(target, "RegisterTaskDefinition", &body)
+            .await
+            .with_context(|| format!("seeding {}", target.name))?;
     }
     Ok(())
 }
 
-fn parse_target(spec: &str) -> anyhow::Result<Target> {
+fn parse_target(spec: &str, cli: &Cli) -> anyhow::Result<Target> {
     let (name, endpoint) = spec
         .split_once('=')
         .context("a target is name=http://host:port")?;
-    let endpoint = endpoint.trim_end_matches('/').to_string();
-    let uri: http::Uri = endpoint.parse().context("target endpoint is not a URI")?;
-    let authority = uri
-        .authority()
-        .context("target endpoint has no host")?
-        .to_string();
-    if uri.scheme_str() != Some("http") {
+    if !endpoint.starts_with("http://") {
         bail!("only http:// endpoints are supported");
     }
+    let client = EcsClient::new(
+        endpoint,
+        &cli.region,
+        &cli.access_key,
+        &cli.secret_key,
+        None,
+    )?;
     Ok(Target {
         name: name.to_string(),
-        endpoint,
-        authority,
+        client,
     })
 }
 
@@ -292,43 +208,17 @@ async fn main() -> anyhow::Result<()> {
     let targets: Vec<Target> = cli
         .targets
         .iter()
-        .map(|t| parse_target(t))
+        .map(|t| parse_target(t, &cli))
         .collect::<anyhow::Result<_>>()?;
-    let identity = Credentials::new(
-        &cli.access_key,
-        &cli.secret_key,
-        None,
-        None,
-        "berth-loadgen",
-    )
-    .into();
-    let signer = Arc::new(Signer {
-        identity,
-        region: cli.region.clone(),
-    });
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(cli.concurrency * 2)
-        .build(connector);
     for t in &targets {
-        seed(&client, &signer, t).await?;
+        seed(t).await?;
     }
     println!("| operation | target | requests | errors | req/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     let mut rates: Vec<(String, String, f64)> = Vec::new();
     for op in &cli.ops {
         for t in &targets {
-            let s = run_op(
-                &client,
-                &signer,
-                t,
-                op,
-                cli.concurrency,
-                cli.seconds,
-                cli.max_requests,
-            )
-            .await?;
+            let s = run_op(t, op, cli.concurrency, cli.seconds, cli.max_requests).await?;
             println!(
                 "| {op} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
                 t.name,

@@ -1,4 +1,6 @@
-//! A small SigV4-signed client for the ECS JSON API, as the agent uses it.
+//! A small SigV4-signed client for Berth's AWS JSON 1.1 APIs, shared by
+//! the agent and the load generator. Responses come back as JSON documents;
+//! API errors keep their `__type`, message and HTTP status.
 
 use std::time::SystemTime;
 
