@@ -24,7 +24,7 @@ use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::tags::validate_tags;
 use crate::tasks::StoredTask;
-use crate::{keys, required, Cx};
+use crate::{include_list, keys, missing, required, Cx};
 
 const ACTIVE: &str = "ACTIVE";
 const INACTIVE: &str = "INACTIVE";
@@ -390,18 +390,20 @@ pub(crate) fn describe(
     req: DescribeClustersRequest,
 ) -> Result<DescribeClustersResponse, ApiError> {
     let mut include = Include::default();
-    for field in req.include.unwrap_or_default() {
+    let allowed = [
+        "ATTACHMENTS",
+        "CONFIGURATIONS",
+        "SETTINGS",
+        "STATISTICS",
+        "TAGS",
+    ];
+    for field in include_list(req.include, &allowed)? {
         match field.as_str() {
             "ATTACHMENTS" => include.attachments = true,
             "CONFIGURATIONS" => include.configurations = true,
             "SETTINGS" => include.settings = true,
             "STATISTICS" => include.statistics = true,
-            "TAGS" => include.tags = true,
-            other => {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Invalid include value: {other}. Valid values are [ATTACHMENTS, CONFIGURATIONS, SETTINGS, STATISTICS, TAGS]."
-                )))
-            }
+            _ => include.tags = true,
         }
     }
     let names = req
@@ -425,15 +427,11 @@ pub(crate) fn describe(
         };
         match found {
             Some(c) => out.clusters.push(render(cx, &c.value, include)?),
-            None => out.failures.push(Failure {
-                arn: Some(if reference.starts_with("arn:") {
-                    reference.clone()
-                } else {
-                    cx.scope().cluster(&reference)
-                }),
-                reason: Some("MISSING".into()),
-                detail: None,
-            }),
+            None => out.failures.push(missing(if reference.starts_with("arn:") {
+                reference.clone()
+            } else {
+                cx.scope().cluster(&reference)
+            })),
         }
     }
     Ok(out)

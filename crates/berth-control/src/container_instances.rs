@@ -19,7 +19,7 @@ use crate::clusters::{active, resolve_name};
 use crate::paging::{decode_token, encode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::tags::validate_tags;
-use crate::{keys, required, Cx};
+use crate::{include_list, keys, missing, required, Cx};
 
 /// A container instance as stored: the API shape plus what the control
 /// plane needs to find it again.
@@ -381,18 +381,9 @@ pub(crate) fn describe(
     req: DescribeContainerInstancesRequest,
 ) -> Result<DescribeContainerInstancesResponse, ApiError> {
     let (cluster, _) = active(cx, req.cluster.as_deref())?;
-    let mut include_tags = false;
-    for field in req.include.unwrap_or_default() {
-        match field.as_str() {
-            "TAGS" => include_tags = true,
-            "CONTAINER_INSTANCE_HEALTH" => {}
-            other => {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Invalid include value: {other}. Valid values are [TAGS, CONTAINER_INSTANCE_HEALTH]."
-                )))
-            }
-        }
-    }
+    let include_tags = include_list(req.include, &["TAGS", "CONTAINER_INSTANCE_HEALTH"])?
+        .iter()
+        .any(|f| f == "TAGS");
     let refs = req.container_instances.unwrap_or_default();
     if refs.is_empty() || refs.len() > 100 {
         return Err(ApiError::invalid_parameter(
@@ -414,11 +405,7 @@ pub(crate) fn describe(
                 out.container_instances
                     .push(render(&s.value, include_tags, used.get(&s.value.id)))
             }
-            None => out.failures.push(Failure {
-                arn: Some(reference),
-                reason: Some("MISSING".into()),
-                detail: None,
-            }),
+            None => out.failures.push(missing(reference)),
         }
     }
     Ok(out)
@@ -765,13 +752,8 @@ pub(crate) fn update_state(
         failures: vec![],
     };
     for reference in refs {
-        let missing = || Failure {
-            arn: Some(reference.clone()),
-            reason: Some("MISSING".into()),
-            detail: None,
-        };
         let Ok(id) = instance_id(cx, &cluster, &reference) else {
-            out.failures.push(missing());
+            out.failures.push(missing(reference.clone()));
             continue;
         };
         let key = keys::instance(&cluster, &id);
@@ -793,7 +775,7 @@ pub(crate) fn update_state(
             Some(s) => out
                 .container_instances
                 .push(render(&s, false, used.get(&s.id))),
-            None => out.failures.push(missing()),
+            None => out.failures.push(missing(reference.clone())),
         }
     }
     Ok(out)

@@ -286,3 +286,27 @@ pub(crate) fn required<'s>(value: &'s Option<String>, name: &str) -> Result<&'s 
         ))),
     }
 }
+
+/// Checks an `include` list against the values the operation accepts.
+pub(crate) fn include_list(
+    values: Option<Vec<String>>,
+    allowed: &[&str],
+) -> Result<Vec<String>, ApiError> {
+    let values = values.unwrap_or_default();
+    if let Some(other) = values.iter().find(|v| !allowed.contains(&v.as_str())) {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid include value: {other}. Valid values are [{}].",
+            allowed.join(", ")
+        )));
+    }
+    Ok(values)
+}
+
+/// A batch call's failure for a resource that does not exist.
+pub(crate) fn missing(arn: String) -> berth_model::cluster::Failure {
+    berth_model::cluster::Failure {
+        arn: Some(arn),
+        reason: Some("MISSING".into()),
+        detail: None,
+    }
+}

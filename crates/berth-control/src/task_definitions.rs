@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::paging::{decode_token, encode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, Change};
-use crate::{keys, required, Cx};
+use crate::{include_list, keys, required, Cx};
 
 const ACTIVE: &str = "ACTIVE";
 const INACTIVE: &str = "INACTIVE";
@@ -303,17 +303,9 @@ pub(crate) fn describe(
     req: DescribeTaskDefinitionRequest,
 ) -> Result<TaskDefinitionResponse, ApiError> {
     let text = required(&req.task_definition, "taskDefinition")?;
-    let mut include_tags = false;
-    for field in req.include.unwrap_or_default() {
-        match field.as_str() {
-            "TAGS" => include_tags = true,
-            other => {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Invalid include value: {other}. Valid values are [TAGS]."
-                )))
-            }
-        }
-    }
+    let include_tags = include_list(req.include, &["TAGS"])?
+        .iter()
+        .any(|f| f == "TAGS");
     let reference = parse_reference(cx, text)?;
     let stored = load(cx, &reference)?.ok_or_else(unable_to_describe)?;
     Ok(TaskDefinitionResponse {

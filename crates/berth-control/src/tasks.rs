@@ -30,6 +30,7 @@ use berth_scheduler::{PlacementConstraint, PlacementStrategy};
 use berth_store::{Compare, Op};
 use rand::SeedableRng as _;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::clusters::active;
 use crate::container_instances::StoredInstance;
@@ -37,7 +38,7 @@ use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::tags::validate_tags;
 use crate::task_definitions::{load_reference, StoredTaskDefinition};
-use crate::{keys, required, Cx};
+use crate::{include_list, keys, missing, required, Cx};
 
 /// The user-visible lifecycle, in order. A reported status only ever moves
 /// a task forward along it.
@@ -298,8 +299,6 @@ fn parse_constraints(items: &[Value]) -> Result<Vec<PlacementConstraint>, ApiErr
         })
         .collect()
 }
-
-use serde_json::Value;
 
 /// Everything a new task is made of, decided before placement.
 struct Launch {
@@ -719,23 +718,25 @@ pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse,
             "Network Configuration is not valid for the given networkMode of this task definition.",
         ));
     }
+    // One task definition, one check: the launch is the same on every
+    // instance named.
+    let launch = prepare(
+        cx,
+        LaunchInput {
+            cluster: req.cluster.as_deref(),
+            task_definition: req.task_definition.as_ref(),
+            overrides: req.overrides.clone(),
+            group: req.group.clone(),
+            started_by: req.started_by.clone(),
+            tags: req.tags.clone(),
+            strategies: &[],
+            constraints: &[],
+            count: 1,
+        },
+    )?;
     let mut tasks = Vec::new();
     let mut failures = Vec::new();
     for reference in refs {
-        let launch = prepare(
-            cx,
-            LaunchInput {
-                cluster: req.cluster.as_deref(),
-                task_definition: req.task_definition.as_ref(),
-                overrides: req.overrides.clone(),
-                group: req.group.clone(),
-                started_by: req.started_by.clone(),
-                tags: req.tags.clone(),
-                strategies: &[],
-                constraints: &[],
-                count: 1,
-            },
-        )?;
         let id = reference
             .rsplit('/')
             .next()
@@ -744,20 +745,14 @@ pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse,
         match place_and_commit(cx, &launch, Some(std::slice::from_ref(&id))) {
             Ok((placed, mut failed)) => {
                 if placed.is_empty() && failed.is_empty() {
-                    failed.push(Failure {
-                        arn: Some(reference.clone()),
-                        reason: Some("MISSING".into()),
-                        detail: None,
-                    });
+                    failed.push(missing(reference.clone()));
                 }
                 tasks.extend(placed.into_iter().map(|t| t.task));
                 failures.append(&mut failed);
             }
-            Err(e) if e.code == ErrorCode::InvalidParameterException => failures.push(Failure {
-                arn: Some(reference.clone()),
-                reason: Some("MISSING".into()),
-                detail: None,
-            }),
+            Err(e) if e.code == ErrorCode::InvalidParameterException => {
+                failures.push(missing(reference.clone()))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -853,17 +848,9 @@ pub(crate) struct DescribeTasksRequest {
 
 pub(crate) fn describe(cx: &Cx<'_>, req: DescribeTasksRequest) -> Result<TasksResponse, ApiError> {
     let (cluster, _) = active(cx, req.cluster.as_deref())?;
-    let mut include_tags = false;
-    for field in req.include.unwrap_or_default() {
-        match field.as_str() {
-            "TAGS" => include_tags = true,
-            other => {
-                return Err(ApiError::invalid_parameter(format!(
-                    "Invalid include value: {other}. Valid values are [TAGS]."
-                )))
-            }
-        }
-    }
+    let include_tags = include_list(req.include, &["TAGS"])?
+        .iter()
+        .any(|f| f == "TAGS");
     let refs = req.tasks.unwrap_or_default();
     if refs.is_empty() || refs.len() > 100 {
         return Err(ApiError::invalid_parameter(
@@ -887,11 +874,7 @@ pub(crate) fn describe(cx: &Cx<'_>, req: DescribeTasksRequest) -> Result<TasksRe
                 }
                 out.tasks.push(task);
             }
-            None => out.failures.push(Failure {
-                arn: Some(reference),
-                reason: Some("MISSING".into()),
-                detail: None,
-            }),
+            None => out.failures.push(missing(reference)),
         }
     }
     Ok(out)
