@@ -101,7 +101,14 @@ class BerthServer:
         account_id: str = ACCOUNT_ID,
         log_dir: Path | None = None,
         config_from_env: bool = False,
+        extra_args: list[str] | tuple[str, ...] = ("--agent-timeout-secs", "86400"),
+        listen: str = "127.0.0.1:0",
     ):
+        # Agents registered by hand through the API never open a channel:
+        # unless a test asks for it, give them a day before they count as
+        # disconnected.
+        self.extra_args = list(extra_args)
+        self.listen = listen
         self.data_dir = Path(data_dir)
         self.credentials = credentials
         self.region = region
@@ -134,7 +141,7 @@ class BerthServer:
         if self.credentials is not None:
             env["BERTH_ROOT_ACCESS_KEY_ID"], env["BERTH_ROOT_SECRET_ACCESS_KEY"] = self.credentials
         settings = {
-            "listen": "127.0.0.1:0",
+            "listen": self.listen,
             "data-dir": str(self.data_dir),
             "region": self.region,
             "account-id": self.account_id,
@@ -145,6 +152,7 @@ class BerthServer:
                 env["BERTH_" + name.upper().replace("-", "_")] = value
             else:
                 cmd += [f"--{name}", value]
+        cmd += self.extra_args
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
@@ -484,3 +492,92 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
             continue
         samples.append((m.group(1), labels, value))
     return samples
+
+
+# --------------------------------------------------------------------------
+# agents, images and waiting
+
+BUSYBOX = "/bin/busybox"
+BUSYBOX_IMAGE = "berth-e2e/busybox:latest"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def busybox_image(name: str = BUSYBOX_IMAGE) -> str:
+    """Builds a tiny image from Debian's static busybox (`docker import`),
+    with /www/index.html for httpd. Skips (fails under CI) without docker."""
+    import io
+    import shutil
+    import tarfile
+
+    import pytest
+
+    ok = shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    if not ok or not Path(BUSYBOX).exists():
+        if in_ci():
+            pytest.fail("docker and /bin/busybox (busybox-static) are required in CI")
+        pytest.skip("docker or /bin/busybox missing")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        for d in ("etc", "tmp", "www"):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        page = b"hello from berth\n"
+        info = tarfile.TarInfo("www/index.html")
+        info.size = len(page)
+        tar.addfile(info, io.BytesIO(page))
+    subprocess.run(["docker", "import", "-", name], input=buf.getvalue(), check=True, capture_output=True)
+    return name
+
+
+class BerthAgent:
+    """One `berth agent` process on the local Docker Engine."""
+
+    def __init__(self, endpoint: str, data_dir: Path, log: Path, zone: str,
+                 cluster: str = "default", extra_args: list[str] | None = None):
+        self.endpoint, self.data_dir, self.log, self.zone = endpoint, Path(data_dir), Path(log), zone
+        self.cluster = cluster
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen | None = None
+        self.arn: str | None = None
+
+    def start(self) -> "BerthAgent":
+        env = hermetic_env()
+        env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY,
+                   RUST_LOG="info", NO_COLOR="1")
+        self.proc = subprocess.Popen(
+            [str(berth_binary()), "agent", "--server", self.endpoint, "--cluster", self.cluster,
+             "--data-dir", str(self.data_dir), "--availability-zone", self.zone,
+             "--bind-ip", "127.0.0.1", "--poll-interval-ms", "300", *self.extra_args],
+            stdout=subprocess.PIPE, stderr=open(self.log, "a"), env=env, text=True)
+        line = self.proc.stdout.readline()
+        assert "registered as" in line, f"agent did not register: {line!r}\n{self.log.read_text()[-2000:]}"
+        self.arn = line.strip().rsplit(" ", 1)[1]
+        return self
+
+    def stop(self, sig=signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+
+    def remove_containers(self) -> None:
+        subprocess.run(
+            f"docker ps -aq --filter label=com.berth.container-instance-arn={self.arn} | xargs -r docker rm -f",
+            shell=True, capture_output=True)
+
+
+def wait_for(fn, timeout: float = 30.0, every: float = 0.3):
+    """Polls `fn` until it returns something truthy; returns that."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s; last value {last!r}")

@@ -4,76 +4,22 @@ tasks really run, stop, report exit codes, and survive an agent restart.
 The image is built here, from the static busybox of Debian's
 `busybox-static` package (`docker import`), never pulled."""
 
-import io
-import os
-import shutil
-import signal
 import subprocess
-import tarfile
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from berthlib import ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, berth_binary, hermetic_env
+from berthlib import BUSYBOX as BB
+from berthlib import BerthAgent as Agent
+from berthlib import busybox_image, wait_for
 
 IMAGE = "berth-e2e/busybox:latest"
-BB = "/bin/busybox"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="module")
 def image():
-    docker = shutil.which("docker")
-    ok = docker and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-    if not ok or not Path(BB).exists():
-        if _in_ci():
-            pytest.fail("docker and /bin/busybox (busybox-static) are required in CI")
-        pytest.skip("docker or /bin/busybox missing")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(BB, arcname="bin/busybox")
-        for d in ("etc", "tmp", "www"):
-            info = tarfile.TarInfo(d)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        page = b"hello from berth\n"
-        info = tarfile.TarInfo("www/index.html")
-        info.size = len(page)
-        tar.addfile(info, io.BytesIO(page))
-    subprocess.run(["docker", "import", "-", IMAGE], input=buf.getvalue(), check=True, capture_output=True)
-    return IMAGE
-
-
-class Agent:
-    def __init__(self, endpoint: str, data_dir: Path, log: Path, zone: str):
-        self.endpoint, self.data_dir, self.log, self.zone = endpoint, data_dir, log, zone
-        self.proc = None
-        self.arn = None
-
-    def start(self):
-        env = hermetic_env()
-        env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY,
-                   RUST_LOG="info", NO_COLOR="1")
-        self.proc = subprocess.Popen(
-            [str(berth_binary()), "agent", "--server", self.endpoint, "--cluster", "default",
-             "--data-dir", str(self.data_dir), "--availability-zone", self.zone,
-             "--bind-ip", "127.0.0.1", "--poll-interval-ms", "300"],
-            stdout=subprocess.PIPE, stderr=open(self.log, "a"), env=env, text=True)
-        line = self.proc.stdout.readline()
-        assert "registered as" in line, f"agent did not register: {line!r}\n{self.log.read_text()[-2000:]}"
-        self.arn = line.strip().rsplit(" ", 1)[1]
-        return self
-
-    def stop(self, sig=signal.SIGKILL):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
+    return busybox_image(IMAGE)
 
 
 @pytest.fixture(scope="module")
@@ -86,20 +32,8 @@ def cluster(image, tmp_path_factory):
     agent = Agent(server.endpoint, base / "agent", base / "agent.log", "us-east-1a").start()
     yield server, ecs, agent, base
     agent.stop()
-    subprocess.run("docker ps -aq --filter label=com.berth.cluster=default --filter label=com.berth.container-instance-arn="
-                   f"{agent.arn} | xargs -r docker rm -f", shell=True, capture_output=True)
+    agent.remove_containers()
     server.kill()
-
-
-def wait_for(fn, timeout=30.0, every=0.3):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s; last value {last!r}")
 
 
 def task_state(ecs, arn):

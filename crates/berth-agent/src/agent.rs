@@ -14,7 +14,8 @@ use berth_model::task_definition::TaskDefinition;
 use berth_runtime::{labels, ContainerRuntime, ContainerStatus, LabelFilter};
 use serde_json::{json, Value};
 
-use crate::reconcile::{self, Action, DesiredTask, Observed, Options, State};
+use crate::channel::{Channel, ChannelSettings};
+use crate::reconcile::{self, Action, DesiredTask, Observed, Options, ReportedHealth, State};
 use crate::spec::{self, HostSettings};
 use berth_client::{CallError, EcsClient};
 
@@ -33,6 +34,8 @@ pub struct AgentConfig {
     /// Memory kept back from tasks for the host itself.
     pub memory_reserve_mib: u64,
     pub cleanup_delay: Duration,
+    /// Timing of the channel to the control plane.
+    pub channel: ChannelSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,7 @@ pub struct Agent {
     config: AgentConfig,
     instance_arn: String,
     task_definitions: HashMap<String, TaskDefinition>,
+    channel: Option<Channel>,
 }
 
 fn state_file(config: &AgentConfig) -> PathBuf {
@@ -167,6 +171,7 @@ impl Agent {
             config,
             instance_arn,
             task_definitions: HashMap::new(),
+            channel: None,
         })
     }
 
@@ -176,18 +181,50 @@ impl Agent {
 
     /// Runs passes until `shutdown` resolves; a failed pass is logged and
     /// retried on the next tick.
+    ///
+    /// Passes run when the channel brings a change, right after a pass that
+    /// launched or started containers (to report them running), and every
+    /// poll interval (to see containers exit).
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let channel = Channel::start(
+            self.client.clone(),
+            self.config.cluster.clone(),
+            self.instance_arn.clone(),
+            self.config.channel,
+        );
+        self.channel = Some(channel.clone());
+        let mut again = 0u32;
         loop {
-            if let Err(err) = self.sync_once().await {
-                tracing::warn!(error = %err, "agent pass failed");
+            match self.sync_once().await {
+                Ok(pass) if pass.launched && again < 20 => {
+                    again += 1;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "agent pass failed"),
             }
+            again = 0;
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = channel.changed() => {}
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
             }
         }
         tracing::info!("agent stopped");
+    }
+
+    /// Sends a state change over the channel, or through the API when the
+    /// channel cannot take it.
+    async fn submit(&self, operation: &'static str, body: Value) -> Result<(), AgentError> {
+        if let Some(channel) = &self.channel {
+            match channel.submit(operation, body.clone()).await {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(source)) => return Err(AgentError::Call { operation, source }),
+                None => {}
+            }
+        }
+        self.call(operation, body).await.map(|_| ())
     }
 
     async fn call(&self, operation: &'static str, body: Value) -> Result<Value, AgentError> {
@@ -197,8 +234,14 @@ impl Agent {
             .map_err(|source| AgentError::Call { operation, source })
     }
 
-    /// The tasks placed here that are not yet STOPPED.
+    /// The tasks placed here that are not yet STOPPED: from the channel
+    /// when it is in sync, else from the API.
     async fn desired_tasks(&self) -> Result<Vec<Task>, AgentError> {
+        if let Some(channel) = &self.channel {
+            if let Some(tasks) = channel.tasks().await {
+                return Ok(tasks);
+            }
+        }
         let mut arns = Vec::new();
         for desired in ["RUNNING", "STOPPED"] {
             let mut token: Option<String> = None;
@@ -300,7 +343,7 @@ impl Agent {
     }
 
     /// One reconciliation pass.
-    pub async fn sync_once(&mut self) -> Result<usize, AgentError> {
+    pub async fn sync_once(&mut self) -> Result<Pass, AgentError> {
         let tasks = self.desired_tasks().await?;
         let mut desired = Vec::new();
         let mut by_arn: HashMap<String, (Task, TaskDefinition)> = HashMap::new();
@@ -318,6 +361,7 @@ impl Agent {
                     .clone()
                     .unwrap_or_else(|| "PROVISIONING".into()),
                 containers: spec::desired_containers(&task, &td),
+                health: reported_health(&task, &td),
             });
             by_arn.insert(arn, (task, td));
         }
@@ -327,13 +371,18 @@ impl Agent {
             cleanup_delay_millis: self.config.cleanup_delay.as_millis() as i64,
         };
         let actions = reconcile::reconcile(&desired, &observed, now, &options);
-        let count = actions.len();
+        let pass = Pass {
+            actions: actions.len(),
+            launched: actions
+                .iter()
+                .any(|a| matches!(a, Action::Launch { .. } | Action::Start { .. })),
+        };
         for action in actions {
             if let Err(err) = self.execute(&action, &by_arn).await {
                 tracing::warn!(error = %err, ?action, "action failed");
             }
         }
-        Ok(count)
+        Ok(pass)
     }
 
     async fn execute(
@@ -358,7 +407,7 @@ impl Agent {
                     let image = self.runtime.ensure_image(&spec.image, None).await?;
                     if let (Some(a), Some(b)) = (image.pull_started_millis, image.pull_stopped_millis) {
                         let _ = self
-                            .call("SubmitTaskStateChange", json!({"cluster": cluster, "task": task,
+                            .submit("SubmitTaskStateChange", json!({"cluster": cluster, "task": task,
                                 "pullStartedAt": a as f64 / 1000.0, "pullStoppedAt": b as f64 / 1000.0}))
                             .await;
                     }
@@ -376,7 +425,7 @@ impl Agent {
                         // The task cannot start: say why and stop it.
                         let reason = format!("CannotStartContainerError: {err}");
                         tracing::warn!(task = %task, container = %container, error = %err, "container failed to start");
-                        self.call("SubmitTaskStateChange", json!({"cluster": cluster, "task": task, "status": "STOPPED",
+                        self.submit("SubmitTaskStateChange", json!({"cluster": cluster, "task": task, "status": "STOPPED",
                             "reason": reason,
                             "containers": [{"containerName": container, "status": "STOPPED", "reason": reason}]})).await?;
                         Ok(())
@@ -431,9 +480,7 @@ impl Agent {
                         body["networkBindings"] = json!(bindings);
                     }
                 }
-                self.call("SubmitContainerStateChange", body)
-                    .await
-                    .map(|_| ())
+                self.submit("SubmitContainerStateChange", body).await
             }
             Action::ReportTask {
                 task,
@@ -447,9 +494,62 @@ impl Agent {
                 if *status == "STOPPED" {
                     body["executionStoppedAt"] = json!(now_millis() as f64 / 1000.0);
                 }
-                self.call("SubmitTaskStateChange", body).await.map(|_| ())
+                self.submit("SubmitTaskStateChange", body).await
+            }
+            Action::ReportHealth {
+                task,
+                containers,
+                task_health,
+            } => {
+                let containers: Vec<Value> = containers
+                    .iter()
+                    .map(|(name, h)| json!({"containerName": name, "healthStatus": h}))
+                    .collect();
+                tracing::info!(task = %task, health = task_health, "task health changed");
+                self.submit(
+                    "SubmitTaskStateChange",
+                    json!({"cluster": cluster, "task": task, "containers": containers, "healthStatus": task_health}),
+                )
+                .await
             }
         }
+    }
+}
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub actions: usize,
+    /// It launched or started containers, so another pass should follow
+    /// at once to report them.
+    pub launched: bool,
+}
+
+/// The health the control plane has of a task's checked containers.
+fn reported_health(task: &Task, td: &TaskDefinition) -> ReportedHealth {
+    let containers = td
+        .container_definitions
+        .iter()
+        .flatten()
+        .filter(|c| c.health_check.is_some())
+        .filter_map(|c| {
+            let name = c.name.clone()?;
+            let reported = task
+                .containers
+                .iter()
+                .flatten()
+                .find(|tc| tc.name.as_deref() == Some(name.as_str()))
+                .and_then(|tc| tc.health_status.clone())
+                .unwrap_or_else(|| "UNKNOWN".into());
+            Some((name, reported))
+        })
+        .collect();
+    ReportedHealth {
+        task: task
+            .health_status
+            .clone()
+            .unwrap_or_else(|| "UNKNOWN".into()),
+        containers,
     }
 }
 

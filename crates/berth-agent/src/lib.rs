@@ -8,6 +8,7 @@
 //! signed ECS API (`berth-client`) and the runtime, and carries actions out.
 
 pub mod agent;
+pub mod channel;
 pub mod reconcile;
 pub mod spec;
 

@@ -47,6 +47,17 @@ pub struct DesiredTask {
     /// lastStatus as the control plane has it.
     pub reported: String,
     pub containers: Vec<DesiredContainer>,
+    /// What the control plane has of the task's health checks.
+    pub health: ReportedHealth,
+}
+
+/// Health as the control plane has it: the task's `healthStatus`, and each
+/// container that has a health check with its own `healthStatus`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportedHealth {
+    pub task: String,
+    /// `(container, healthStatus)` for every container with a health check.
+    pub containers: Vec<(String, String)>,
 }
 
 /// What the runtime shows of one container.
@@ -100,6 +111,13 @@ pub enum Action {
         task: String,
         status: &'static str,
         reason: Option<String>,
+    },
+    /// Tell the control plane the health of the task's checked containers
+    /// and of the task.
+    ReportHealth {
+        task: String,
+        containers: Vec<(String, &'static str)>,
+        task_health: &'static str,
     },
 }
 
@@ -235,6 +253,7 @@ fn reconcile_task(task: &DesiredTask, seen: &BTreeMap<&str, &Observed>, actions:
             }
         }
         if impossible.is_none() {
+            health(task, seen, actions);
             let all_essential_running = task.containers.iter().filter(|c| c.essential).all(|c| {
                 matches!(
                     seen.get(c.name.as_str()).map(|o| &o.state),
@@ -298,6 +317,54 @@ fn reconcile_task(task: &DesiredTask, seen: &BTreeMap<&str, &Observed>, actions:
     });
 }
 
+/// Reports health when what the runtime's checks say differs from what the
+/// control plane has. A task is UNHEALTHY when an essential container with
+/// a check is, HEALTHY when all of them are, else UNKNOWN.
+fn health(task: &DesiredTask, seen: &BTreeMap<&str, &Observed>, actions: &mut Vec<Action>) {
+    if task.health.containers.is_empty() {
+        return;
+    }
+    let mut containers = Vec::new();
+    let mut changed = false;
+    let (mut any_unhealthy, mut all_healthy, mut any_essential) = (false, true, false);
+    for (name, reported) in &task.health.containers {
+        let now: &'static str = match seen.get(name.as_str()).map(|o| &o.state) {
+            Some(State::Running {
+                healthy: Some(true),
+            }) => "HEALTHY",
+            Some(State::Running {
+                healthy: Some(false),
+            }) => "UNHEALTHY",
+            _ => "UNKNOWN",
+        };
+        changed |= now != reported;
+        containers.push((name.clone(), now));
+        if task
+            .containers
+            .iter()
+            .any(|c| c.name == *name && c.essential)
+        {
+            any_essential = true;
+            any_unhealthy |= now == "UNHEALTHY";
+            all_healthy &= now == "HEALTHY";
+        }
+    }
+    let task_health = if any_unhealthy {
+        "UNHEALTHY"
+    } else if any_essential && all_healthy {
+        "HEALTHY"
+    } else {
+        "UNKNOWN"
+    };
+    if changed || task_health != task.health.task {
+        actions.push(Action::ReportHealth {
+            task: task.arn.clone(),
+            containers,
+            task_health,
+        });
+    }
+}
+
 fn rank(status: &str) -> usize {
     [
         "PROVISIONING",
@@ -328,12 +395,73 @@ mod tests {
         }
     }
 
+    #[test]
+    fn health_checks_are_reported_when_they_change() {
+        let mut t = task(true, vec![container("web", true)]);
+        t.reported = "RUNNING".into();
+        t.containers[0].reported = "RUNNING".into();
+        t.health = ReportedHealth {
+            task: "UNKNOWN".into(),
+            containers: vec![("web".into(), "UNKNOWN".into())],
+        };
+        let starting = [seen("web", State::Running { healthy: None })];
+        assert!(run(&[t.clone()], &starting).is_empty());
+        let sick = [seen(
+            "web",
+            State::Running {
+                healthy: Some(false),
+            },
+        )];
+        assert_eq!(
+            run(&[t.clone()], &sick),
+            vec![Action::ReportHealth {
+                task: t.arn.clone(),
+                containers: vec![("web".into(), "UNHEALTHY")],
+                task_health: "UNHEALTHY",
+            }]
+        );
+        t.health.containers[0].1 = "UNHEALTHY".into();
+        t.health.task = "UNHEALTHY".into();
+        assert!(run(&[t], &sick).is_empty(), "reported once, not every pass");
+    }
+
+    #[test]
+    fn a_non_essential_container_does_not_decide_task_health() {
+        let mut t = task(true, vec![container("web", true), container("side", false)]);
+        t.reported = "RUNNING".into();
+        for c in &mut t.containers {
+            c.reported = "RUNNING".into();
+        }
+        t.health = ReportedHealth {
+            task: "UNKNOWN".into(),
+            containers: vec![("side".into(), "UNKNOWN".into())],
+        };
+        let o = [
+            seen("web", State::Running { healthy: None }),
+            seen(
+                "side",
+                State::Running {
+                    healthy: Some(false),
+                },
+            ),
+        ];
+        assert_eq!(
+            run(&[t.clone()], &o),
+            vec![Action::ReportHealth {
+                task: t.arn.clone(),
+                containers: vec![("side".into(), "UNHEALTHY")],
+                task_health: "UNKNOWN",
+            }]
+        );
+    }
+
     fn task(run: bool, containers: Vec<DesiredContainer>) -> DesiredTask {
         DesiredTask {
             arn: "t1".into(),
             run,
             reported: "PROVISIONING".into(),
             containers,
+            health: ReportedHealth::default(),
         }
     }
 

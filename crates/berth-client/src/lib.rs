@@ -82,18 +82,42 @@ impl EcsClient {
         })
     }
 
-    /// Calls `operation` with `body`; returns the response document.
-    pub async fn call(&self, operation: &str, body: &Value) -> Result<Value, CallError> {
+    /// The endpoint, `http://host:port`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The SigV4 headers (`authorization`, `x-amz-date`, and the session
+    /// token when there is one) for a GET of `url` with no body, signing
+    /// only the `host` header: what a websocket upgrade to the control
+    /// plane carries, whatever headers the websocket library adds.
+    pub fn sign_get(
+        &self,
+        url: &str,
+    ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, CallError> {
         let transport = |e: &dyn std::fmt::Display| CallError::Transport(e.to_string());
-        let payload = serde_json::to_vec(body).map_err(|e| transport(&e))?;
-        let mut req = http::Request::builder()
-            .method("POST")
-            .uri(format!("{}/", self.endpoint))
-            .header("host", &self.authority)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("{ECS_PREFIX}{operation}"))
-            .body(Full::new(Bytes::from(payload.clone())))
+        let uri: http::Uri = url.parse().map_err(|e| transport(&e))?;
+        let authority = uri
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or_else(|| CallError::Transport("url has no host".into()))?;
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(url)
+            .header("host", authority)
+            .body(())
             .map_err(|e| transport(&e))?;
+        self.signature_headers("GET", url, &req, b"")
+    }
+
+    fn signature_headers<B>(
+        &self,
+        method: &str,
+        uri: &str,
+        req: &http::Request<B>,
+        payload: &[u8],
+    ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, CallError> {
+        let transport = |e: &dyn std::fmt::Display| CallError::Transport(e.to_string());
         let identity = self.credentials.clone().into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -113,18 +137,41 @@ impl EcsClient {
                     .map(|v| (k.as_str().to_string(), v.to_string()))
             })
             .collect();
-        let uri = req.uri().to_string();
         let signable = SignableRequest::new(
-            "POST",
-            &uri,
+            method,
+            uri,
             headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(&payload),
+            SignableBody::Bytes(payload),
         )
         .map_err(|e| transport(&e))?;
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| transport(&e))?
             .into_parts();
-        instructions.apply_to_request_http1x(&mut req);
+        let mut out = Vec::new();
+        for (name, value) in instructions.headers() {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| transport(&e))?;
+            let value = http::HeaderValue::from_str(value).map_err(|e| transport(&e))?;
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    /// Calls `operation` with `body`; returns the response document.
+    pub async fn call(&self, operation: &str, body: &Value) -> Result<Value, CallError> {
+        let transport = |e: &dyn std::fmt::Display| CallError::Transport(e.to_string());
+        let payload = serde_json::to_vec(body).map_err(|e| transport(&e))?;
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/", self.endpoint))
+            .header("host", &self.authority)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", format!("{ECS_PREFIX}{operation}"))
+            .body(Full::new(Bytes::from(payload.clone())))
+            .map_err(|e| transport(&e))?;
+        let uri = req.uri().to_string();
+        for (name, value) in self.signature_headers("POST", &uri, &req, &payload)? {
+            req.headers_mut().insert(name, value);
+        }
         let resp = self.http.request(req).await.map_err(|e| transport(&e))?;
         let status = resp.status().as_u16();
         let bytes = resp

@@ -79,7 +79,7 @@ fn validate_attribute(a: &Attribute) -> Result<(), ApiError> {
 }
 
 /// The id part of a container instance reference (an ARN or a bare id).
-fn instance_id(cx: &Cx<'_>, cluster: &str, reference: &str) -> Result<String, ApiError> {
+pub(crate) fn instance_id(cx: &Cx<'_>, cluster: &str, reference: &str) -> Result<String, ApiError> {
     match Arn::parse(reference) {
         Some(arn) => match arn.resource_parts() {
             ("container-instance", rest) if arn.service == "ecs" => {

@@ -12,6 +12,7 @@
 //! them on blocking threads.
 
 mod account_settings;
+mod agents;
 mod clock;
 mod clusters;
 mod container_instances;
@@ -32,6 +33,7 @@ use berth_store::Store;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use agents::{liveness, AgentSession, InstanceLiveness, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
 
 /// Who is calling, as the edge established it from the request signature.
@@ -71,6 +73,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     locks: locks::KeyLocks,
     registrations: task_definitions::Combiner,
+    agents: agents::AgentHub,
 }
 
 /// Every ECS operation in the service model. The ones Berth does not serve
@@ -161,9 +164,10 @@ impl ControlPlane {
             inner: Arc::new(Inner {
                 store,
                 scope: ArnScope::new(config.region, config.account_id),
-                clock,
                 locks: locks::KeyLocks::default(),
                 registrations: task_definitions::Combiner::default(),
+                agents: agents::AgentHub::new(clock.now_epoch()),
+                clock,
             }),
         }
     }
@@ -174,11 +178,15 @@ impl ControlPlane {
 
     /// Runs one ECS operation. `body` is the request's JSON document; the
     /// result is the response's JSON document.
-    pub fn ecs(&self, operation: &str, body: &[u8], caller: &Caller) -> Result<Vec<u8>, ApiError> {
-        let cx = Cx {
+    fn cx<'a>(&'a self, caller: &'a Caller) -> Cx<'a> {
+        Cx {
             inner: &self.inner,
             caller,
-        };
+        }
+    }
+
+    pub fn ecs(&self, operation: &str, body: &[u8], caller: &Caller) -> Result<Vec<u8>, ApiError> {
+        let cx = self.cx(caller);
         match operation {
             "CreateCluster" => call(body, |r| clusters::create(&cx, r)),
             "DescribeClusters" => call(body, |r| clusters::describe(&cx, r)),
@@ -218,6 +226,10 @@ impl ControlPlane {
             "PutAccountSettingDefault" => call(body, |r| account_settings::put_default(&cx, r)),
             "ListAccountSettings" => call(body, |r| account_settings::list(&cx, r)),
             "DeleteAccountSetting" => call(body, |r| account_settings::delete(&cx, r)),
+            "DiscoverPollEndpoint" => Err(ApiError::new(
+                ErrorCode::UnsupportedFeatureException,
+                "DiscoverPollEndpoint is answered by the edge, which knows its own address.",
+            )),
             other if ECS_OPERATIONS.contains(&other) => Err(ApiError::new(
                 ErrorCode::UnsupportedFeatureException,
                 format!("The {other} operation is not supported by this Berth server yet."),
@@ -258,7 +270,7 @@ impl Cx<'_> {
 }
 
 /// Decodes the request document, runs the operation and encodes its result.
-fn call<Req, Resp, F>(body: &[u8], op: F) -> Result<Vec<u8>, ApiError>
+pub(crate) fn call<Req, Resp, F>(body: &[u8], op: F) -> Result<Vec<u8>, ApiError>
 where
     Req: DeserializeOwned,
     Resp: Serialize,

@@ -951,10 +951,44 @@ pub(crate) struct SubmitTaskStateChangeRequest {
     task: Option<String>,
     status: Option<String>,
     reason: Option<String>,
-    containers: Option<Vec<ContainerStateChange>>,
+    containers: Option<Vec<ReportedContainer>>,
+    /// Berth's extension: the task's health as the agent judges it from
+    /// its essential containers' health checks.
+    health_status: Option<String>,
     pull_started_at: Option<f64>,
     pull_stopped_at: Option<f64>,
     execution_stopped_at: Option<f64>,
+}
+
+/// A container's reported state: ECS's `ContainerStateChange` plus Berth's
+/// extension `healthStatus`, the state of its Docker health check.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReportedContainer {
+    #[serde(flatten)]
+    change: ContainerStateChange,
+    health_status: Option<String>,
+}
+
+fn health_value(status: Option<&str>) -> Result<Option<String>, ApiError> {
+    match status {
+        None => Ok(None),
+        Some(s @ ("HEALTHY" | "UNHEALTHY" | "UNKNOWN")) => Ok(Some(s.to_string())),
+        Some(other) => Err(ApiError::invalid_parameter(format!(
+            "Invalid healthStatus: {other}. Valid values are [HEALTHY, UNHEALTHY, UNKNOWN]."
+        ))),
+    }
+}
+
+fn apply_container_health(task: &mut Task, name: Option<&str>, health: &str) {
+    if let Some(c) = task
+        .containers
+        .iter_mut()
+        .flatten()
+        .find(|c| c.name.as_deref() == name)
+    {
+        c.health_status = Some(health.to_string());
+    }
 }
 
 #[derive(Serialize)]
@@ -1070,11 +1104,21 @@ pub(crate) fn submit_task_state(
             "Invalid status: {status}."
         )));
     }
+    let task_health = health_value(req.health_status.as_deref())?;
+    for c in req.containers.iter().flatten() {
+        health_value(c.health_status.as_deref())?;
+    }
     read_modify_write(cx.store(), &key, |cur: Option<StoredTask>| {
         let mut t =
             cur.ok_or_else(|| ApiError::invalid_parameter("The referenced task was not found."))?;
         for c in req.containers.iter().flatten() {
-            apply_container(&mut t.task, c);
+            apply_container(&mut t.task, &c.change);
+            if let Some(h) = &c.health_status {
+                apply_container_health(&mut t.task, c.change.container_name.as_deref(), h);
+            }
+        }
+        if let Some(h) = &task_health {
+            t.task.health_status = Some(h.clone());
         }
         if req.pull_started_at.is_some() && t.task.pull_started_at.is_none() {
             t.task.pull_started_at = req.pull_started_at;

@@ -8,6 +8,7 @@
 //! JSON calls reach it after SigV4 like ECS calls.
 
 pub mod auth;
+pub mod channel;
 pub mod credentials;
 pub mod metrics;
 mod sts;
@@ -46,6 +47,7 @@ pub struct Edge {
     pub auth: Authenticator,
     pub metrics: metrics::Metrics,
     pub account_id: String,
+    pub channel: channel::ChannelSettings,
 }
 
 /// The state of the edge's handlers: the edge, and the registry when one
@@ -74,6 +76,7 @@ pub fn router_with_registry(edge: Arc<Edge>, registry: Option<Arc<Registry>>) ->
     let api_router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route(berth_model::channel::PATH, get(channel::handle))
         .fallback(api)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(App {
@@ -209,12 +212,25 @@ async fn api(
         (_, Err(err)) => (wire::json_error(&err, &request_id), err.code.as_str()),
         (Route::Ecs(op), Ok(caller)) => {
             let control = edge.control.clone();
-            let result = tokio::task::spawn_blocking(move || control.ecs(&op, &body, &caller))
-                .await
-                .unwrap_or_else(|err| {
-                    tracing::error!(error = %err, "operation task failed");
-                    Err(ApiError::server("internal error"))
-                });
+            let base_url = format!(
+                "http://{}/",
+                headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("127.0.0.1:9480")
+            );
+            let result = tokio::task::spawn_blocking(move || {
+                if op == "DiscoverPollEndpoint" {
+                    control.discover_poll_endpoint(&body, &caller, &base_url)
+                } else {
+                    control.ecs(&op, &body, &caller)
+                }
+            })
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "operation task failed");
+                Err(ApiError::server("internal error"))
+            });
             match result {
                 Ok(out) => (wire::json_ok(out, &request_id), "ok"),
                 Err(err) => (wire::json_error(&err, &request_id), err.code.as_str()),

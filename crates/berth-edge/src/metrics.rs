@@ -5,6 +5,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -32,6 +33,17 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    /// Agent channels open now.
+    pub channels_open: Gauge,
+    /// Frames carried by agent channels, by direction and type.
+    pub channel_frames: Family<FrameLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrameLabels {
+    /// `up` (from the agent) or `down`.
+    pub direction: String,
+    pub r#type: String,
 }
 
 impl Default for Metrics {
@@ -51,10 +63,24 @@ impl Default for Metrics {
             "API request latency by service and operation",
             latency.clone(),
         );
+        let channels_open = Gauge::default();
+        registry.register(
+            "agent_channels_open",
+            "Agent channels open now",
+            channels_open.clone(),
+        );
+        let channel_frames = Family::<FrameLabels, Counter>::default();
+        registry.register(
+            "agent_channel_frames",
+            "Frames carried by agent channels, by direction and type",
+            channel_frames.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            channels_open,
+            channel_frames,
         }
     }
 }
@@ -74,6 +100,15 @@ impl Metrics {
                 operation: operation.to_string(),
             })
             .observe(seconds);
+    }
+
+    pub fn frame(&self, direction: &str, frame_type: &str) {
+        self.channel_frames
+            .get_or_create(&FrameLabels {
+                direction: direction.to_string(),
+                r#type: frame_type.to_string(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -36,6 +36,7 @@ fn app() -> axum::Router {
         auth: Authenticator::new(Credentials::with_root(&root, "000000000000"), "us-east-1"),
         metrics: Default::default(),
         account_id: "000000000000".into(),
+        channel: Default::default(),
     };
     berth_edge::router(Arc::new(edge))
 }

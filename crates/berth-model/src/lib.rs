@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod arn;
+pub mod channel;
 pub mod cluster;
 pub mod common;
 pub mod container_instance;

@@ -104,6 +104,13 @@ struct ServerArgs {
     /// Seconds between runs of registry lifecycle policy enforcement.
     #[arg(long, env = "BERTH_LIFECYCLE_INTERVAL", default_value_t = 3600)]
     lifecycle_interval: u64,
+    /// Seconds between heartbeats sent down each agent channel.
+    #[arg(long, env = "BERTH_AGENT_HEARTBEAT_SECS", default_value_t = 10)]
+    agent_heartbeat_secs: u64,
+    /// Seconds without hearing from an agent before its instance shows
+    /// `agentConnected: false` and gets no new tasks.
+    #[arg(long, env = "BERTH_AGENT_TIMEOUT_SECS", default_value_t = 30)]
+    agent_timeout_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -166,6 +173,9 @@ fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
         ),
         metrics: Default::default(),
         account_id: args.account_id.clone(),
+        channel: berth_edge::channel::ChannelSettings {
+            heartbeat: std::time::Duration::from_secs(args.agent_heartbeat_secs.max(1)),
+        },
     });
     Ok(ServerParts { store, root, edge })
 }
@@ -200,11 +210,39 @@ async fn run_server(
         registry.clone(),
         std::time::Duration::from_secs(args.lifecycle_interval.max(1)),
     );
+    parts
+        .edge
+        .control
+        .start_task_fanout()
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    spawn_liveness(
+        parts.edge.control.clone(),
+        std::time::Duration::from_secs(args.agent_timeout_secs.max(1)),
+    );
     tracing::info!(listen = %local, region = %args.region, "berth server ready");
     // The line scripts wait for; printed on stdout so it is easy to find.
     println!("berth server listening on http://{local}");
     let _ = ready.send(local);
     berth_edge::serve_with_registry(listener, parts.edge, Some(registry), shutdown).await
+}
+
+/// Checks agent liveness a few times per timeout, for good.
+fn spawn_liveness(control: ControlPlane, timeout: std::time::Duration) {
+    let period = (timeout / 4).max(std::time::Duration::from_millis(250));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let control = control.clone();
+            let secs = timeout.as_secs_f64();
+            match tokio::task::spawn_blocking(move || control.check_agents(secs)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::warn!(error = %err.message, "agent liveness pass failed"),
+                Err(err) => tracing::warn!(error = %err, "agent liveness task failed"),
+            }
+        }
+    });
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -281,6 +319,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             poll_interval: std::time::Duration::from_millis(500),
             memory_reserve_mib: 256,
             cleanup_delay: std::time::Duration::from_secs(3 * 60 * 60),
+            channel: Default::default(),
         };
         let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
         println!("berth agent registered as {}", agent.instance_arn());
@@ -329,6 +368,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms.max(50)),
         memory_reserve_mib: 256,
         cleanup_delay: std::time::Duration::from_secs(args.cleanup_delay_secs),
+        channel: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

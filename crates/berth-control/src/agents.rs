@@ -1,0 +1,433 @@
+//! Agent sessions: which agents hold a channel, when each was last heard
+//! from, and the fan-out of task changes to the agent of the instance each
+//! task is placed on.
+//!
+//! One watcher thread follows every task key in the store from the revision
+//! at which the server started and hands each new version of a task to the
+//! sessions of its instance. A session subscribes before it reads its
+//! snapshot, so nothing written between the two is missed; a version it
+//! sees twice (once in the snapshot, once from the watcher) carries the same
+//! store revision in `Task::version`, which is how the agent keeps the
+//! newest copy.
+//!
+//! Liveness is decided by [`liveness`], a pure function of the instances,
+//! the times they were last heard from and `now`: an instance whose agent
+//! has not been heard from for the timeout has `agentConnected` set false,
+//! and set true again the moment a channel opens.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_model::container_instance::ContainerInstance;
+use berth_model::task::Task;
+use berth_model::ApiError;
+use berth_store::EventKind;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::clusters::active;
+use crate::container_instances::{instance_id, StoredInstance};
+use crate::state::{self, put_op, read_modify_write, scan, Change};
+use crate::tasks::StoredTask;
+use crate::{keys, ControlPlane, Cx};
+
+/// The open sessions of one instance: id and where its updates go.
+type Subscribers = Vec<(u64, mpsc::UnboundedSender<Task>)>;
+
+/// Sessions and last-heard times, shared by every connection.
+#[derive(Debug)]
+pub(crate) struct AgentHub {
+    sessions: Mutex<HashMap<String, Subscribers>>,
+    last_heard: Mutex<HashMap<String, f64>>,
+    next_id: AtomicU64,
+    /// When this control plane started: an agent is given the timeout from
+    /// then to reconnect before it is called disconnected.
+    started_at: f64,
+}
+
+impl AgentHub {
+    pub(crate) fn new(started_at: f64) -> Self {
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+            last_heard: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            started_at,
+        }
+    }
+
+    fn dispatch(&self, task: Task) {
+        let Some(instance) = task.container_instance_arn.clone() else {
+            return;
+        };
+        let mut sessions = self.sessions.lock();
+        if let Some(list) = sessions.get_mut(&instance) {
+            list.retain(|(_, tx)| tx.send(task.clone()).is_ok());
+        }
+    }
+
+    pub(crate) fn heard(&self, instance_arn: &str, now: f64) {
+        self.last_heard.lock().insert(instance_arn.to_string(), now);
+    }
+
+    fn connected(&self, instance_arn: &str) -> bool {
+        self.sessions
+            .lock()
+            .get(instance_arn)
+            .is_some_and(|l| !l.is_empty())
+    }
+}
+
+/// An open agent channel: the snapshot to send first, then every later
+/// version of the instance's tasks. Dropping it ends the subscription.
+#[derive(Debug)]
+pub struct AgentSession {
+    pub cluster_arn: String,
+    pub container_instance_arn: String,
+    /// The instance's unfinished tasks, each with `version` set to the store
+    /// revision that wrote it.
+    pub snapshot: Vec<Task>,
+    /// The store revision read before the snapshot: an update with a
+    /// `version` at or below it is no newer than what the snapshot holds
+    /// and must not be sent after it.
+    pub snapshot_revision: i64,
+    pub updates: mpsc::UnboundedReceiver<Task>,
+    id: u64,
+    control: ControlPlane,
+}
+
+impl Drop for AgentSession {
+    fn drop(&mut self) {
+        let mut sessions = self.control.inner.agents.sessions.lock();
+        if let Some(list) = sessions.get_mut(&self.container_instance_arn) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                sessions.remove(&self.container_instance_arn);
+            }
+        }
+    }
+}
+
+/// A task worth sending to its agent: not yet stopped there.
+fn unfinished(task: &Task) -> bool {
+    task.last_status.as_deref() != Some("STOPPED")
+}
+
+fn versioned(mut t: StoredTask, revision: i64) -> Task {
+    t.task.version = Some(revision);
+    t.task
+}
+
+/// One liveness verdict: the instance's `agentConnected` should become
+/// `connected`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub container_instance_arn: String,
+    pub connected: bool,
+}
+
+/// What liveness knows of one instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceLiveness {
+    pub container_instance_arn: String,
+    pub agent_connected: bool,
+    pub registered_at: f64,
+    /// When its agent was last heard from, if ever since the start.
+    pub last_heard: Option<f64>,
+    /// Whether a channel is open right now.
+    pub channel_open: bool,
+}
+
+/// Decides which instances change connectedness. An open channel means
+/// connected; otherwise an instance not heard from (nor registered, nor
+/// given the grace after `started_at`) within `timeout` seconds is not.
+pub fn liveness(
+    instances: &[InstanceLiveness],
+    started_at: f64,
+    now: f64,
+    timeout: f64,
+) -> Vec<Verdict> {
+    instances
+        .iter()
+        .filter_map(|i| {
+            let last = i
+                .last_heard
+                .unwrap_or(f64::MIN)
+                .max(i.registered_at)
+                .max(started_at);
+            let connected = i.channel_open || now - last <= timeout;
+            (connected != i.agent_connected).then(|| Verdict {
+                container_instance_arn: i.container_instance_arn.clone(),
+                connected,
+            })
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DiscoverPollEndpointRequest {
+    cluster: Option<String>,
+    container_instance: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DiscoverPollEndpointResponse {
+    endpoint: String,
+    telemetry_endpoint: String,
+    service_connect_endpoint: String,
+}
+
+fn instance_record(
+    cx: &Cx<'_>,
+    cluster: Option<&str>,
+    reference: Option<&str>,
+) -> Result<(String, StoredInstance), ApiError> {
+    let (cluster, _) = active(cx, cluster)?;
+    let reference = reference.ok_or_else(|| {
+        ApiError::invalid_parameter("containerInstance can not be blank.".to_string())
+    })?;
+    let id = instance_id(cx, &cluster, reference)?;
+    match state::get::<StoredInstance>(cx.store(), &keys::instance(&cluster, &id))? {
+        Some(s) if s.value.instance.status.as_deref() != Some("INACTIVE") => Ok((cluster, s.value)),
+        _ => Err(ApiError::invalid_parameter(format!(
+            "Container instance {reference} is not registered in cluster {cluster}."
+        ))),
+    }
+}
+
+impl ControlPlane {
+    /// DiscoverPollEndpoint: where the agent opens its channel. The edge
+    /// passes its own base URL (`http://host:port/`) as the client reached it.
+    pub fn discover_poll_endpoint(
+        &self,
+        body: &[u8],
+        caller: &crate::Caller,
+        base_url: &str,
+    ) -> Result<Vec<u8>, ApiError> {
+        let cx = self.cx(caller);
+        crate::call(body, |r: DiscoverPollEndpointRequest| {
+            if r.container_instance.is_some() {
+                instance_record(&cx, r.cluster.as_deref(), r.container_instance.as_deref())?;
+            }
+            Ok(DiscoverPollEndpointResponse {
+                endpoint: base_url.to_string(),
+                telemetry_endpoint: base_url.to_string(),
+                service_connect_endpoint: base_url.to_string(),
+            })
+        })
+    }
+
+    /// Opens a channel for the agent of an ACTIVE or DRAINING instance:
+    /// subscribes it to its tasks, reads the snapshot and marks the agent
+    /// connected.
+    pub fn open_agent_session(
+        &self,
+        caller: &crate::Caller,
+        cluster: &str,
+        container_instance: &str,
+    ) -> Result<AgentSession, ApiError> {
+        let cx = self.cx(caller);
+        let (cluster, stored) = instance_record(&cx, Some(cluster), Some(container_instance))?;
+        let arn = stored
+            .instance
+            .container_instance_arn
+            .clone()
+            .unwrap_or_default();
+        let hub = &self.inner.agents;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+        hub.sessions
+            .lock()
+            .entry(arn.clone())
+            .or_default()
+            .push((id, tx));
+        let session_guard = AgentSession {
+            cluster_arn: cx.scope().cluster(&cluster),
+            container_instance_arn: arn.clone(),
+            snapshot: Vec::new(),
+            snapshot_revision: 0,
+            updates: rx,
+            id,
+            control: self.clone(),
+        };
+        hub.heard(&arn, cx.now());
+        self.set_agent_connected(&cluster, &stored.id, true)?;
+        let mut session = session_guard;
+        session.snapshot_revision = cx.store().revision().map_err(state::store_error)?;
+        for kv in scan(cx.store(), &keys::tasks(&cluster))? {
+            let t: StoredTask = state::decode(&kv)?;
+            if t.instance_id == stored.id && unfinished(&t.task) {
+                session.snapshot.push(versioned(t, kv.mod_revision));
+            }
+        }
+        tracing::info!(container_instance = %arn, tasks = session.snapshot.len(), "agent channel opened");
+        Ok(session)
+    }
+
+    /// Records that the agent of `container_instance_arn` was heard from.
+    pub fn agent_heard(&self, container_instance_arn: &str) {
+        let now = self.inner.clock.now_epoch();
+        self.inner.agents.heard(container_instance_arn, now);
+    }
+
+    fn set_agent_connected(
+        &self,
+        cluster: &str,
+        id: &str,
+        connected: bool,
+    ) -> Result<(), ApiError> {
+        let key = keys::instance(cluster, id);
+        read_modify_write(
+            self.inner.store.as_ref(),
+            &key,
+            |cur: Option<StoredInstance>| match cur {
+                Some(mut s)
+                    if s.instance.agent_connected != Some(connected)
+                        && s.instance.status.as_deref() != Some("INACTIVE") =>
+                {
+                    s.instance.agent_connected = Some(connected);
+                    Ok(Change::Write(vec![put_op(key.clone(), &s)?], ()))
+                }
+                _ => Ok(Change::Keep(())),
+            },
+        )
+    }
+
+    /// One liveness pass over every cluster: flips `agentConnected` where
+    /// [`liveness`] says so. Returns the verdicts it applied.
+    pub fn check_agents(&self, timeout_secs: f64) -> Result<Vec<Verdict>, ApiError> {
+        let now = self.inner.clock.now_epoch();
+        let hub = &self.inner.agents;
+        let mut records: HashMap<String, (String, String)> = HashMap::new();
+        let mut view = Vec::new();
+        for kv in scan(self.inner.store.as_ref(), "ecs/instance/")? {
+            let s: StoredInstance = state::decode(&kv)?;
+            let ci: &ContainerInstance = &s.instance;
+            if ci.status.as_deref() == Some("INACTIVE") {
+                continue;
+            }
+            let arn = ci.container_instance_arn.clone().unwrap_or_default();
+            view.push(InstanceLiveness {
+                agent_connected: ci.agent_connected.unwrap_or(false),
+                registered_at: ci.registered_at.unwrap_or(0.0),
+                last_heard: hub.last_heard.lock().get(&arn).copied(),
+                channel_open: hub.connected(&arn),
+                container_instance_arn: arn.clone(),
+            });
+            records.insert(arn, (s.cluster.clone(), s.id.clone()));
+        }
+        let verdicts = liveness(&view, hub.started_at, now, timeout_secs);
+        for v in &verdicts {
+            if let Some((cluster, id)) = records.get(&v.container_instance_arn) {
+                self.set_agent_connected(cluster, id, v.connected)?;
+                tracing::info!(container_instance = %v.container_instance_arn, connected = v.connected, "agent connectivity changed");
+            }
+        }
+        Ok(verdicts)
+    }
+
+    /// Starts the thread that hands every new version of a task to the
+    /// channel of its instance's agent. It follows the store from its
+    /// current revision and ends when the store closes.
+    pub fn start_task_fanout(&self) -> Result<std::thread::JoinHandle<()>, ApiError> {
+        let store = self.inner.store.clone();
+        let after = store.revision().map_err(state::store_error)?;
+        let mut events = store
+            .watch("ecs/task/", after)
+            .map_err(state::store_error)?;
+        let control = self.clone();
+        std::thread::Builder::new()
+            .name("berth-task-fanout".into())
+            .spawn(move || {
+                while let Some(event) = events.blocking_recv() {
+                    if event.kind != EventKind::Put {
+                        continue;
+                    }
+                    match serde_json::from_slice::<StoredTask>(&event.kv.value) {
+                        Ok(t) => control
+                            .inner
+                            .agents
+                            .dispatch(versioned(t, event.kv.mod_revision)),
+                        Err(err) => {
+                            tracing::error!(key = %event.kv.key, error = %err, "undecodable task in the store")
+                        }
+                    }
+                }
+                tracing::info!("task fan-out ended");
+            })
+            .map_err(|e| ApiError::server(format!("cannot start the task fan-out: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(
+        arn: &str,
+        connected: bool,
+        registered: f64,
+        heard: Option<f64>,
+        open: bool,
+    ) -> InstanceLiveness {
+        InstanceLiveness {
+            container_instance_arn: arn.into(),
+            agent_connected: connected,
+            registered_at: registered,
+            last_heard: heard,
+            channel_open: open,
+        }
+    }
+
+    #[test]
+    fn silent_agents_go_disconnected_after_the_timeout() {
+        let v = liveness(
+            &[inst("a", true, 0.0, Some(100.0), false)],
+            0.0,
+            130.0,
+            30.0,
+        );
+        assert!(v.is_empty(), "exactly at the timeout it is still connected");
+        let v = liveness(
+            &[inst("a", true, 0.0, Some(100.0), false)],
+            0.0,
+            130.5,
+            30.0,
+        );
+        assert_eq!(
+            v,
+            vec![Verdict {
+                container_instance_arn: "a".into(),
+                connected: false
+            }]
+        );
+    }
+
+    #[test]
+    fn an_open_channel_is_connected_whatever_the_clock_says() {
+        let v = liveness(&[inst("a", false, 0.0, Some(0.0), true)], 0.0, 1e6, 30.0);
+        assert!(v[0].connected);
+    }
+
+    #[test]
+    fn a_restart_gives_every_agent_the_timeout_to_come_back() {
+        // Registered long ago, never heard from since this start.
+        let i = [inst("a", true, 10.0, None, false)];
+        assert!(liveness(&i, 1000.0, 1020.0, 30.0).is_empty());
+        assert_eq!(liveness(&i, 1000.0, 1031.0, 30.0).len(), 1);
+    }
+
+    #[test]
+    fn a_fresh_registration_counts_as_heard() {
+        let i = [inst("a", true, 500.0, Some(100.0), false)];
+        assert!(liveness(&i, 0.0, 520.0, 30.0).is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_reconnects_a_disconnected_instance() {
+        let i = [inst("a", false, 0.0, Some(990.0), false)];
+        assert!(liveness(&i, 0.0, 1000.0, 30.0)[0].connected);
+    }
+}

@@ -1,0 +1,283 @@
+//! The agent channel on the edge: a SigV4-authenticated websocket at `/ws`
+//! (`?clusterArn=...&containerInstanceArn=...`), as the ECS agent's
+//! channel. Frames are those of [`berth_model::channel`].
+//!
+//! A session sends the instance's unfinished tasks first, then every new
+//! version of them as the store records it; it sends a heartbeat every
+//! [`ChannelSettings::heartbeat`] and applies the agent's state changes
+//! through the same control-plane operations as the API, acknowledging
+//! each once it is durable. Any frame from the agent counts as being heard
+//! from. A payload left unacknowledged for three heartbeats closes the
+//! connection: the agent reconnects and gets a full snapshot again, so a
+//! lost payload costs a reconnect, never a forgotten task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use berth_control::{AgentSession, Caller};
+use berth_model::channel::{ErrorBody, Frame, MessageRef, Payload, StateChange};
+use berth_model::task::Task;
+use berth_model::ApiError;
+
+use crate::{auth, wire, Edge};
+
+/// Timing of agent channels.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelSettings {
+    /// How often the control plane sends a heartbeat down each channel.
+    pub heartbeat: Duration,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+}
+
+pub(crate) async fn handle(
+    State(edge): State<Arc<Edge>>,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let caller = match edge.auth.authenticate(
+        "GET",
+        &uri,
+        &headers,
+        b"",
+        Some("ecs"),
+        auth::Protocol::Json,
+    ) {
+        Ok(c) => c,
+        Err(err) => return wire::json_error(&err, &request_id),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            let err = ApiError::invalid_parameter(format!(
+                "the agent channel needs a websocket upgrade: {rejection}"
+            ));
+            return wire::json_error(&err, &request_id);
+        }
+    };
+    let mut cluster = None;
+    let mut instance = None;
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "clusterArn" => cluster = Some(v.into_owned()),
+            "containerInstanceArn" => instance = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let (Some(cluster), Some(instance)) = (cluster, instance) else {
+        let err = ApiError::invalid_parameter(
+            "the agent channel needs clusterArn and containerInstanceArn query parameters",
+        );
+        return wire::json_error(&err, &request_id);
+    };
+    let control = edge.control.clone();
+    let opener = caller.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        control.open_agent_session(&opener, &cluster, &instance)
+    })
+    .await
+    .unwrap_or_else(|err| {
+        tracing::error!(error = %err, "channel open task failed");
+        Err(ApiError::server("internal error"))
+    });
+    let session = match opened {
+        Ok(s) => s,
+        Err(err) => return wire::json_error(&err, &request_id),
+    };
+    upgrade
+        .on_upgrade(move |socket| run(socket, edge, caller, session))
+        .into_response()
+}
+
+struct Conn {
+    socket: WebSocket,
+    prefix: String,
+    seq: u64,
+    edge: Arc<Edge>,
+}
+
+/// Counts the channel out of the open gauge however the session ends.
+struct OpenGauge(Arc<Edge>);
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.metrics.channels_open.dec();
+    }
+}
+
+fn frame_type(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::PayloadMessage(_) => "PayloadMessage",
+        Frame::HeartbeatMessage(_) => "HeartbeatMessage",
+        Frame::StateChangeAck(_) => "StateChangeAck",
+        Frame::ErrorMessage(_) => "ErrorMessage",
+        Frame::AckRequest(_) => "AckRequest",
+        Frame::HeartbeatAck(_) => "HeartbeatAck",
+        Frame::TaskStateChange(_) => "TaskStateChange",
+        Frame::ContainerStateChange(_) => "ContainerStateChange",
+    }
+}
+
+impl Conn {
+    fn next_id(&mut self) -> String {
+        self.seq += 1;
+        format!("{}-{}", self.prefix, self.seq)
+    }
+
+    async fn send(&mut self, frame: &Frame) -> bool {
+        self.edge.metrics.frame("down", frame_type(frame));
+        self.socket
+            .send(Message::Text(frame.to_text().into()))
+            .await
+            .is_ok()
+    }
+}
+
+async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: AgentSession) {
+    let settings = edge.channel;
+    let instance = session.container_instance_arn.clone();
+    let mut conn = Conn {
+        socket,
+        prefix: uuid::Uuid::new_v4().simple().to_string(),
+        seq: 0,
+        edge: edge.clone(),
+    };
+    edge.metrics.channels_open.inc();
+    let _open = OpenGauge(edge.clone());
+    let mut unacked: HashMap<String, Instant> = HashMap::new();
+    let snapshot = std::mem::take(&mut session.snapshot);
+    let id = conn.next_id();
+    let full = payload(&session, id.clone(), true, snapshot);
+    if !conn.send(&full).await {
+        return;
+    }
+    unacked.insert(id, Instant::now());
+    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let reason = loop {
+        tokio::select! {
+            update = session.updates.recv() => {
+                let Some(task) = update else { break "the control plane is closing" };
+                let mut tasks = vec![task];
+                while let Ok(t) = session.updates.try_recv() {
+                    tasks.push(t);
+                }
+                tasks.retain(|t| t.version.unwrap_or(i64::MAX) > session.snapshot_revision);
+                if tasks.is_empty() {
+                    continue;
+                }
+                let id = conn.next_id();
+                let frame = payload(&session, id.clone(), false, tasks);
+                if !conn.send(&frame).await {
+                    break "send failed";
+                }
+                unacked.insert(id, Instant::now());
+            }
+            incoming = conn.socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | None => break "the agent closed the channel",
+                    Some(Err(_)) => break "receive failed",
+                    Some(Ok(_)) => {
+                        edge.control.agent_heard(&instance);
+                        continue;
+                    }
+                };
+                edge.control.agent_heard(&instance);
+                let frame = Frame::from_text(text.as_str());
+                if let Ok(f) = &frame {
+                    edge.metrics.frame("up", frame_type(f));
+                }
+                match frame {
+                    Ok(Frame::AckRequest(m)) => {
+                        unacked.remove(&m.message_id);
+                    }
+                    Ok(Frame::HeartbeatAck(_)) => {}
+                    Ok(Frame::TaskStateChange(change)) => {
+                        let reply = submit(&edge, &caller, "SubmitTaskStateChange", change).await;
+                        if !conn.send(&reply).await {
+                            break "send failed";
+                        }
+                    }
+                    Ok(Frame::ContainerStateChange(change)) => {
+                        let reply = submit(&edge, &caller, "SubmitContainerStateChange", change).await;
+                        if !conn.send(&reply).await {
+                            break "send failed";
+                        }
+                    }
+                    Ok(other) => {
+                        tracing::debug!(container_instance = %instance, frame = ?other, "unexpected frame from an agent");
+                    }
+                    Err(err) => {
+                        tracing::debug!(container_instance = %instance, error = %err, "undecodable frame from an agent");
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                let limit = settings.heartbeat * 3;
+                if unacked.values().any(|sent| sent.elapsed() > limit) {
+                    break "a payload went unacknowledged";
+                }
+                let frame = Frame::HeartbeatMessage(MessageRef { message_id: conn.next_id() });
+                if !conn.send(&frame).await {
+                    break "send failed";
+                }
+            }
+        }
+    };
+    tracing::info!(container_instance = %instance, reason, "agent channel closed");
+    let _ = conn.socket.send(Message::Close(None)).await;
+}
+
+fn payload(session: &AgentSession, message_id: String, full: bool, tasks: Vec<Task>) -> Frame {
+    Frame::PayloadMessage(Payload {
+        message_id,
+        cluster_arn: session.cluster_arn.clone(),
+        container_instance_arn: session.container_instance_arn.clone(),
+        full,
+        tasks,
+    })
+}
+
+/// Applies one state change as the API operation `operation` would, and
+/// says how it went.
+async fn submit(
+    edge: &Arc<Edge>,
+    caller: &Caller,
+    operation: &'static str,
+    change: StateChange,
+) -> Frame {
+    let control = edge.control.clone();
+    let caller = caller.clone();
+    let message_id = change.message_id;
+    let body = change.body.to_string();
+    let result =
+        tokio::task::spawn_blocking(move || control.ecs(operation, body.as_bytes(), &caller))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "state change task failed");
+                Err(ApiError::server("internal error"))
+            });
+    match result {
+        Ok(_) => Frame::StateChangeAck(MessageRef { message_id }),
+        Err(err) => Frame::ErrorMessage(ErrorBody {
+            message_id,
+            error_type: err.code.as_str().to_string(),
+            message: err.message.clone(),
+        }),
+    }
+}
