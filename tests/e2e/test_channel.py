@@ -174,3 +174,29 @@ def test_spread_places_tasks_across_agents_in_different_zones(rig):
         ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.berth.container-instance-arn={arn}"],
                              capture_output=True, text=True, check=True).stdout.split()
         assert len(ids) == 2
+
+
+def test_a_task_image_is_pulled_from_berths_registry_with_a_token(rig, tmp_path):
+    server, aws, agent = rig
+    agent()
+    aws("ecr", "create-repository", "--repository-name", "e2e/pulled")
+    image = f"{server.address}/e2e/pulled:v1"
+    env = {**__import__("os").environ, "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+    password = aws.run("ecr", "get-login-password").stdout.strip()
+    docker = lambda *a, **kw: subprocess.run(["docker", *a], env=env, capture_output=True, text=True, **kw)  # noqa: E731
+    assert docker("login", "--username", "AWS", "--password-stdin", server.address, input=password).returncode == 0
+    assert docker("tag", IMAGE, image).returncode == 0
+    pushed = docker("push", image)
+    assert pushed.returncode == 0, pushed.stderr
+    # Gone from the engine: the agent must pull it, and the engine holds no
+    # login of its own, so only the agent's token can get it through.
+    assert docker("rmi", image).returncode == 0
+    try:
+        register(aws, "pulled", {"name": "p", "image": image, "memory": 32, "command": [BB, "sleep", "600"]})
+        [arn] = run_task(aws, "pulled")
+        t = wait_for(lambda: (d := describe_task(aws, arn))["lastStatus"] in ("RUNNING", "STOPPED") and d, timeout=60)
+        assert t["lastStatus"] == "RUNNING", t.get("stoppedReason")
+        assert t["pullStartedAt"] <= t["pullStoppedAt"]
+        assert docker("image", "inspect", image).returncode == 0
+    finally:
+        docker("rmi", "-f", image)

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use berth_model::task::Task;
 use berth_model::task_definition::TaskDefinition;
-use berth_runtime::{labels, ContainerRuntime, ContainerStatus, LabelFilter};
+use berth_runtime::{labels, ContainerRuntime, ContainerStatus, LabelFilter, RegistryAuth};
 use serde_json::{json, Value};
 
 use crate::channel::{Channel, ChannelSettings};
@@ -60,6 +61,8 @@ pub struct Agent {
     instance_arn: String,
     task_definitions: HashMap<String, TaskDefinition>,
     channel: Option<Channel>,
+    /// Berth's registry token, until a little before it expires.
+    registry_token: tokio::sync::Mutex<Option<(RegistryAuth, f64)>>,
 }
 
 fn state_file(config: &AgentConfig) -> PathBuf {
@@ -172,6 +175,7 @@ impl Agent {
             instance_arn,
             task_definitions: HashMap::new(),
             channel: None,
+            registry_token: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -212,6 +216,49 @@ impl Agent {
             }
         }
         tracing::info!("agent stopped");
+    }
+
+    /// Credentials for pulling `image` when it lives in Berth's own registry
+    /// (the control plane's address): an ECR authorization token, fetched
+    /// with the agent's credentials and cached until shortly before it
+    /// expires. Other registries are pulled from anonymously.
+    async fn registry_credentials(&self, image: &str) -> Option<RegistryAuth> {
+        let reference = berth_runtime::ImageRef::parse(image);
+        if reference.registry() != Some(self.client.authority()) {
+            return None;
+        }
+        let now = now_millis() as f64 / 1000.0;
+        let mut cached = self.registry_token.lock().await;
+        if let Some((auth, expires)) = cached.as_ref() {
+            if now < expires - 300.0 {
+                return Some(auth.clone());
+            }
+        }
+        let resp = match self
+            .client
+            .call_ecr("GetAuthorizationToken", &json!({}))
+            .await
+        {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(error = %err, image, "cannot get a registry token; pulling anonymously");
+                return None;
+            }
+        };
+        let data = &resp["authorizationData"][0];
+        let decoded = data["authorizationToken"]
+            .as_str()
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+            .and_then(|b| String::from_utf8(b).ok())?;
+        let (username, password) = decoded.split_once(':')?;
+        let auth = RegistryAuth {
+            username: username.to_string(),
+            password: password.to_string(),
+            server_address: Some(self.client.authority().to_string()),
+        };
+        let expires = data["expiresAt"].as_f64().unwrap_or(now + 3600.0);
+        *cached = Some((auth.clone(), expires));
+        Some(auth)
     }
 
     /// Sends a state change over the channel, or through the API when the
@@ -404,7 +451,8 @@ impl Agent {
                 let spec = spec::container_spec(&host, t, td, container)
                     .map_err(|e| AgentError::State(e.to_string()))?;
                 let result = async {
-                    let image = self.runtime.ensure_image(&spec.image, None).await?;
+                    let auth = self.registry_credentials(&spec.image).await;
+                    let image = self.runtime.ensure_image(&spec.image, auth.as_ref()).await?;
                     if let (Some(a), Some(b)) = (image.pull_started_millis, image.pull_stopped_millis) {
                         let _ = self
                             .submit("SubmitTaskStateChange", json!({"cluster": cluster, "task": task,

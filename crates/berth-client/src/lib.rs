@@ -15,6 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 const ECS_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
+const ECR_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 
 /// A failed call: the API's error, or the transport's.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,11 @@ impl EcsClient {
         &self.endpoint
     }
 
+    /// The endpoint's `host:port`: also the address of Berth's registry.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// The SigV4 headers (`authorization`, `x-amz-date`, and the session
     /// token when there is one) for a GET of `url` with no body, signing
     /// only the `host` header: what a websocket upgrade to the control
@@ -107,11 +113,12 @@ impl EcsClient {
             .header("host", authority)
             .body(())
             .map_err(|e| transport(&e))?;
-        self.signature_headers("GET", url, &req, b"")
+        self.signature_headers("ecs", "GET", url, &req, b"")
     }
 
     fn signature_headers<B>(
         &self,
+        signing_name: &str,
         method: &str,
         uri: &str,
         req: &http::Request<B>,
@@ -122,7 +129,7 @@ impl EcsClient {
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
-            .name("ecs")
+            .name(signing_name)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
@@ -156,8 +163,24 @@ impl EcsClient {
         Ok(out)
     }
 
-    /// Calls `operation` with `body`; returns the response document.
+    /// Calls ECS `operation` with `body`; returns the response document.
     pub async fn call(&self, operation: &str, body: &Value) -> Result<Value, CallError> {
+        self.call_target("ecs", &format!("{ECS_PREFIX}{operation}"), body)
+            .await
+    }
+
+    /// Calls ECR `operation` with `body` on the same endpoint.
+    pub async fn call_ecr(&self, operation: &str, body: &Value) -> Result<Value, CallError> {
+        self.call_target("ecr", &format!("{ECR_PREFIX}{operation}"), body)
+            .await
+    }
+
+    async fn call_target(
+        &self,
+        signing_name: &str,
+        target: &str,
+        body: &Value,
+    ) -> Result<Value, CallError> {
         let transport = |e: &dyn std::fmt::Display| CallError::Transport(e.to_string());
         let payload = serde_json::to_vec(body).map_err(|e| transport(&e))?;
         let mut req = http::Request::builder()
@@ -165,11 +188,11 @@ impl EcsClient {
             .uri(format!("{}/", self.endpoint))
             .header("host", &self.authority)
             .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("{ECS_PREFIX}{operation}"))
+            .header("x-amz-target", target)
             .body(Full::new(Bytes::from(payload.clone())))
             .map_err(|e| transport(&e))?;
         let uri = req.uri().to_string();
-        for (name, value) in self.signature_headers("POST", &uri, &req, &payload)? {
+        for (name, value) in self.signature_headers(signing_name, "POST", &uri, &req, &payload)? {
             req.headers_mut().insert(name, value);
         }
         let resp = self.http.request(req).await.map_err(|e| transport(&e))?;

@@ -71,6 +71,11 @@ struct AgentArgs {
     /// `docker`, or `simulated` (no containers run; for scale tests).
     #[arg(long, default_value = "docker")]
     runtime: String,
+    /// How many container instances this process registers and runs; more
+    /// than one needs `--runtime simulated`. Each keeps its registration in
+    /// `<data-dir>/instance-<n>`.
+    #[arg(long, default_value_t = 1)]
+    instances: u32,
     /// Where the agent keeps its registration.
     #[arg(long, env = "BERTH_AGENT_DATA_DIR", default_value = ".berth-agent")]
     data_dir: PathBuf,
@@ -373,8 +378,12 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.instances > 1 && args.runtime != "simulated" {
+        anyhow::bail!(
+            "--instances above 1 needs --runtime simulated: one Docker Engine is one instance"
+        );
+    }
     runtime.block_on(async move {
-        let container_runtime = make_runtime(&args.runtime).await?;
         let client = berth_agent::EcsClient::new(
             &args.server,
             &args.region,
@@ -382,9 +391,37 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
             &secret_key,
             session_token,
         )?;
-        let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
-        println!("berth agent registered as {}", agent.instance_arn());
-        agent.run(shutdown_signal()).await;
+        if args.instances <= 1 {
+            let container_runtime = make_runtime(&args.runtime).await?;
+            let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
+            println!("berth agent registered as {}", agent.instance_arn());
+            agent.run(shutdown_signal()).await;
+            return Ok(());
+        }
+        // Many simulated instances in one process, each with its own
+        // runtime and registration, all stopped by one signal.
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        let mut running = Vec::new();
+        for n in 0..args.instances {
+            let mut config = config.clone();
+            config.data_dir = args.data_dir.join(format!("instance-{n}"));
+            let container_runtime = make_runtime(&args.runtime).await?;
+            let agent =
+                berth_agent::Agent::register(client.clone(), container_runtime, config).await?;
+            let mut stopped = stop.subscribe();
+            running.push(tokio::spawn(agent.run(async move {
+                let _ = stopped.recv().await;
+            })));
+        }
+        println!(
+            "berth agent registered {} simulated instances",
+            args.instances
+        );
+        shutdown_signal().await;
+        let _ = stop.send(());
+        for task in running {
+            let _ = task.await;
+        }
         Ok(())
     })
 }

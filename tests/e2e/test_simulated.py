@@ -1,0 +1,58 @@
+"""Many simulated container instances in one `berth agent` process: the
+scale-test mode. They register, heartbeat over their channels, take tasks
+and report them RUNNING without Docker, and say they are simulated."""
+
+import subprocess
+import time
+
+from berthlib import (ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, BerthServer, berth_binary,
+                      hermetic_env, wait_for)
+
+INSTANCES = 20
+
+
+def test_many_simulated_instances_in_one_process(tmp_path):
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
+                         extra_args=["--agent-heartbeat-secs", "1", "--agent-timeout-secs", "5"]).start()
+    aws = server.aws(tmp_path / "cli")
+    aws("ecs", "create-cluster", "--cluster-name", "sim")
+    env = hermetic_env()
+    env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
+    agent = subprocess.Popen(
+        [str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
+         "--runtime", "simulated", "--instances", str(INSTANCES), "--data-dir", str(tmp_path / "agents"),
+         "--poll-interval-ms", "500"],
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "a"), env=env, text=True)
+    try:
+        line = agent.stdout.readline()
+        assert f"registered {INSTANCES} simulated instances" in line, line
+        arns = aws("ecs", "list-container-instances", "--cluster", "sim")["containerInstanceArns"]
+        assert len(arns) == INSTANCES
+        described = aws("ecs", "describe-container-instances", "--cluster", "sim",
+                        "--container-instances", *arns)["containerInstances"]
+        for ci in described:
+            attrs = {a["name"]: a.get("value") for a in ci["attributes"]}
+            assert attrs.get("berth.runtime") == "simulated"
+        # Heartbeats keep all of them connected past the timeout.
+        time.sleep(7)
+        described = aws("ecs", "describe-container-instances", "--cluster", "sim",
+                        "--container-instances", *arns)["containerInstances"]
+        assert all(ci["agentConnected"] for ci in described)
+
+        aws("ecs", "register-task-definition", "--family", "sim",
+            "--container-definitions", '[{"name":"s","image":"sim/any:1","memory":64}]')
+        out = aws("ecs", "run-task", "--cluster", "sim", "--task-definition", "sim", "--count", "10",
+                  "--placement-strategy", "type=spread,field=instanceId")
+        assert out["failures"] == []
+        task_arns = [t["taskArn"] for t in out["tasks"]]
+        assert len({t["containerInstanceArn"] for t in out["tasks"]}) == 10
+
+        def all_running():
+            ts = aws("ecs", "describe-tasks", "--cluster", "sim", "--tasks", *task_arns)["tasks"]
+            return all(t["lastStatus"] == "RUNNING" for t in ts)
+
+        wait_for(all_running, timeout=60)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        server.kill()
