@@ -543,6 +543,9 @@ class BerthAgent:
         self.endpoint, self.data_dir, self.log, self.zone = endpoint, Path(data_dir), Path(log), zone
         self.cluster = cluster
         self.extra_args = extra_args or []
+        if "--metadata-port" not in self.extra_args:
+            # Several agents share this host: each serves task metadata on a free port.
+            self.extra_args += ["--metadata-port", "0"]
         self.proc: subprocess.Popen | None = None
         self.arn: str | None = None
 

@@ -84,3 +84,18 @@ def test_run_task_failures_and_errors(aws, ecs, unique):
     t = ecs.run_task(cluster=cluster, taskDefinition=small)["tasks"][0]["taskArn"]
     ecs.stop_task(cluster=cluster, task=t)
     aws("ecs", "wait", "tasks-stopped", "--cluster", cluster, "--tasks", t)
+
+
+def test_settings_berth_cannot_honour_are_refused_at_run_task(aws, ecs, unique):
+    cluster = unique("unhonoured")
+    aws("ecs", "create-cluster", "--cluster-name", cluster)
+    _instance(ecs, cluster, "us-east-1a")
+    family = unique("logs")
+    aws("ecs", "register-task-definition", "--family", family, "--container-definitions",
+        '[{"name":"app","image":"busybox","memory":64,'
+        '"logConfiguration":{"logDriver":"awslogs","options":{"awslogs-group":"g"}}}]')
+    err = aws.fail("ecs", "run-task", "--cluster", cluster, "--task-definition", family)
+    assert err.code == "UnsupportedFeatureException"
+    assert "'logConfiguration' of container 'app'" in err.message
+    # Nothing was placed.
+    assert aws("ecs", "list-tasks", "--cluster", cluster)["taskArns"] == []

@@ -37,6 +37,18 @@ pub struct AgentConfig {
     pub cleanup_delay: Duration,
     /// Timing of the channel to the control plane.
     pub channel: ChannelSettings,
+    /// Port of the task metadata endpoint (ECS uses 51679; 0 picks a free
+    /// one); `None` serves none.
+    pub metadata_port: Option<u16>,
+}
+
+/// The task metadata endpoint this agent serves, and what it knows.
+#[derive(Debug)]
+struct Metadata {
+    state: crate::metadata::MetadataState,
+    base_uri: String,
+    /// Dropped with the agent, which ends the server.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +75,7 @@ pub struct Agent {
     channel: Option<Channel>,
     /// Berth's registry token, until a little before it expires.
     registry_token: tokio::sync::Mutex<Option<(RegistryAuth, f64)>>,
+    metadata: Option<Metadata>,
 }
 
 fn state_file(config: &AgentConfig) -> PathBuf {
@@ -168,6 +181,37 @@ impl Agent {
         )
         .map_err(|e| AgentError::State(e.to_string()))?;
         tracing::info!(cluster = %config.cluster, container_instance = %instance_arn, runtime = runtime.name(), "registered");
+        let metadata = match config.metadata_port {
+            None => None,
+            Some(port) => match crate::metadata::bind(runtime.as_ref(), port).await {
+                Ok(bound) => {
+                    let state = crate::metadata::MetadataState::new(
+                        config.cluster.clone(),
+                        instance_arn.clone(),
+                        config.availability_zone.clone(),
+                    );
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                    tokio::spawn(crate::metadata::serve(
+                        bound.listener,
+                        state.clone(),
+                        runtime.clone(),
+                        async {
+                            let _ = stopped.await;
+                        },
+                    ));
+                    tracing::info!(uri = %bound.base_uri, "task metadata endpoint");
+                    Some(Metadata {
+                        state,
+                        base_uri: bound.base_uri,
+                        _stop: stop,
+                    })
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "task metadata endpoint disabled");
+                    None
+                }
+            },
+        };
         Ok(Self {
             client,
             runtime,
@@ -176,6 +220,7 @@ impl Agent {
             task_definitions: HashMap::new(),
             channel: None,
             registry_token: tokio::sync::Mutex::new(None),
+            metadata,
         })
     }
 
@@ -344,11 +389,16 @@ impl Agent {
         Ok(td)
     }
 
-    async fn observed(&self) -> Result<Vec<Observed>, AgentError> {
+    /// The containers the runtime shows for this instance, as the
+    /// reconciler sees them and as inspected.
+    async fn observed(
+        &self,
+    ) -> Result<(Vec<Observed>, Vec<berth_runtime::ContainerState>), AgentError> {
         let filter = LabelFilter::managed()
             .with(labels::CLUSTER, self.config.cluster.clone())
             .with(labels::CONTAINER_INSTANCE_ARN, self.instance_arn.clone());
         let mut out = Vec::new();
+        let mut states = Vec::new();
         for summary in self.runtime.list(&filter).await? {
             let state = match self.runtime.inspect(&summary.id).await {
                 Ok(s) => s,
@@ -385,8 +435,9 @@ impl Agent {
                     .unwrap_or_default(),
                 state: observed_state,
             });
+            states.push(state);
         }
-        Ok(out)
+        Ok((out, states))
     }
 
     /// One reconciliation pass.
@@ -412,7 +463,15 @@ impl Agent {
             });
             by_arn.insert(arn, (task, td));
         }
-        let observed = self.observed().await?;
+        let (observed, states) = self.observed().await?;
+        if let Some(m) = &self.metadata {
+            let mut infos = crate::metadata::runtime_infos_by_task(&states);
+            for (arn, (task, td)) in &by_arn {
+                m.state
+                    .set_task(task, td, infos.remove(arn).unwrap_or_default());
+            }
+            m.state.retain_tasks(|arn| by_arn.contains_key(arn));
+        }
         let now = now_millis();
         let options = Options {
             cleanup_delay_millis: self.config.cleanup_delay.as_millis() as i64,
@@ -447,6 +506,7 @@ impl Agent {
                     cluster: cluster.clone(),
                     container_instance_arn: self.instance_arn.clone(),
                     bind_ip: self.config.bind_ip,
+                    metadata_uri_base: self.metadata.as_ref().map(|m| m.base_uri.clone()),
                 };
                 let spec = spec::container_spec(&host, t, td, container)
                     .map_err(|e| AgentError::State(e.to_string()))?;

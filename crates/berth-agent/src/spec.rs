@@ -24,6 +24,10 @@ pub struct HostSettings {
     pub container_instance_arn: String,
     /// The address host ports are bound on.
     pub bind_ip: IpAddr,
+    /// Where containers reach the task metadata endpoint, e.g.
+    /// `http://172.17.0.1:51679` (see [`crate::metadata::bind`]); `None`
+    /// when the agent serves no metadata.
+    pub metadata_uri_base: Option<String>,
 }
 
 /// Why a container could not be described to the runtime.
@@ -115,6 +119,20 @@ pub fn container_spec(
                 .flatten()
                 .filter_map(|kv| Some((kv.name.clone()?, kv.value.clone().unwrap_or_default()))),
         );
+    }
+
+    // ECS sets these itself: after the user's, so the agent's values win.
+    if let Some(base) = &host.metadata_uri_base {
+        let base = base.trim_end_matches('/');
+        let id = crate::metadata::endpoint_id(&task_arn, name);
+        env.push((
+            "ECS_CONTAINER_METADATA_URI_V4".to_string(),
+            format!("{base}/v4/{id}"),
+        ));
+        env.push((
+            "ECS_CONTAINER_METADATA_URI".to_string(),
+            format!("{base}/v3/{id}"),
+        ));
     }
 
     // Host ports as the placement chose them, from the task's bindings.
@@ -285,4 +303,92 @@ pub fn container_spec(
         interactive: c.interactive.unwrap_or(false),
         log: None,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use berth_model::common::KeyValuePair;
+
+    const TASK_ARN: &str = "arn:aws:ecs:us-east-1:000000000000:task/default/0123456789abcdef";
+
+    fn fixture() -> (Task, TaskDefinition) {
+        let td = TaskDefinition {
+            family: Some("web".into()),
+            revision: Some(1),
+            container_definitions: Some(vec![ContainerDefinition {
+                name: Some("app".into()),
+                image: Some("busybox".into()),
+                environment: Some(vec![
+                    KeyValuePair {
+                        name: Some("ECS_CONTAINER_METADATA_URI_V4".into()),
+                        value: Some("http://user.example/".into()),
+                    },
+                    KeyValuePair {
+                        name: Some("A".into()),
+                        value: Some("1".into()),
+                    },
+                ]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let task = Task {
+            task_arn: Some(TASK_ARN.into()),
+            ..Default::default()
+        };
+        (task, td)
+    }
+
+    fn host(base: Option<&str>) -> HostSettings {
+        HostSettings {
+            cluster: "default".into(),
+            container_instance_arn: "ci".into(),
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            metadata_uri_base: base.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn metadata_uris_come_after_the_user_environment() {
+        let (task, td) = fixture();
+        let spec =
+            container_spec(&host(Some("http://172.17.0.1:51679/")), &task, &td, "app").unwrap();
+        let id = crate::metadata::endpoint_id(TASK_ARN, "app");
+        let names: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ECS_CONTAINER_METADATA_URI_V4",
+                "A",
+                "ECS_CONTAINER_METADATA_URI_V4",
+                "ECS_CONTAINER_METADATA_URI"
+            ]
+        );
+        // In Docker a later duplicate wins: the agent's value.
+        let last = |key: &str| {
+            spec.env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            last("ECS_CONTAINER_METADATA_URI_V4").unwrap(),
+            format!("http://172.17.0.1:51679/v4/{id}")
+        );
+        assert_eq!(
+            last("ECS_CONTAINER_METADATA_URI").unwrap(),
+            format!("http://172.17.0.1:51679/v3/{id}")
+        );
+    }
+
+    #[test]
+    fn no_metadata_uris_without_a_server() {
+        let (task, td) = fixture();
+        let spec = container_spec(&host(None), &task, &td, "app").unwrap();
+        assert_eq!(spec.env.len(), 2);
+        assert_eq!(spec.env[0].1, "http://user.example/");
+    }
 }

@@ -163,6 +163,102 @@ fn snapshot(
     Ok((snap, records))
 }
 
+/// The first setting of `td` the agent would not honour on Docker, named
+/// as in the task definition; `None` when every setting is honoured.
+fn unhonoured(td: &TaskDefinition) -> Option<String> {
+    let task_level = [
+        ("pidMode", td.pid_mode.is_some()),
+        ("ipcMode", td.ipc_mode.is_some()),
+        ("proxyConfiguration", td.proxy_configuration.is_some()),
+        (
+            "inferenceAccelerators",
+            td.inference_accelerators
+                .as_ref()
+                .is_some_and(|v| !v.is_empty()),
+        ),
+    ];
+    if let Some((name, _)) = task_level.iter().find(|(_, used)| *used) {
+        return Some(format!("'{name}'"));
+    }
+    for v in td.volumes.iter().flatten() {
+        let name = v.name.as_deref().unwrap_or("");
+        if v.efs_volume_configuration.is_some() {
+            return Some(format!("volume '{name}' with 'efsVolumeConfiguration'"));
+        }
+        if v.fsx_windows_file_server_volume_configuration.is_some() {
+            return Some(format!(
+                "volume '{name}' with 'fsxWindowsFileServerVolumeConfiguration'"
+            ));
+        }
+        if v.configured_at_launch == Some(true) {
+            return Some(format!("volume '{name}' with 'configuredAtLaunch'"));
+        }
+    }
+    for c in td.container_definitions.iter().flatten() {
+        let name = c.name.as_deref().unwrap_or("");
+        let linux = c.linux_parameters.as_ref();
+        let fields = [
+            ("repositoryCredentials", c.repository_credentials.is_some()),
+            ("restartPolicy", c.restart_policy.is_some()),
+            (
+                "environmentFiles",
+                c.environment_files.as_ref().is_some_and(|v| !v.is_empty()),
+            ),
+            (
+                "volumesFrom",
+                c.volumes_from.as_ref().is_some_and(|v| !v.is_empty()),
+            ),
+            ("secrets", c.secrets.as_ref().is_some_and(|v| !v.is_empty())),
+            ("startTimeout", c.start_timeout.is_some()),
+            ("disableNetworking", c.disable_networking == Some(true)),
+            (
+                "dockerSecurityOptions",
+                c.docker_security_options
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty()),
+            ),
+            ("logConfiguration", c.log_configuration.is_some()),
+            (
+                "systemControls",
+                c.system_controls.as_ref().is_some_and(|v| !v.is_empty()),
+            ),
+            ("firelensConfiguration", c.firelens_configuration.is_some()),
+            (
+                "credentialSpecs",
+                c.credential_specs.as_ref().is_some_and(|v| !v.is_empty()),
+            ),
+            (
+                "linuxParameters.capabilities",
+                linux.is_some_and(|l| l.capabilities.is_some()),
+            ),
+            (
+                "linuxParameters.devices",
+                linux.is_some_and(|l| l.devices.as_ref().is_some_and(|v| !v.is_empty())),
+            ),
+            (
+                "linuxParameters.sharedMemorySize",
+                linux.is_some_and(|l| l.shared_memory_size.is_some()),
+            ),
+            (
+                "linuxParameters.tmpfs",
+                linux.is_some_and(|l| l.tmpfs.as_ref().is_some_and(|v| !v.is_empty())),
+            ),
+            (
+                "linuxParameters.maxSwap",
+                linux.is_some_and(|l| l.max_swap.is_some()),
+            ),
+            (
+                "linuxParameters.swappiness",
+                linux.is_some_and(|l| l.swappiness.is_some()),
+            ),
+        ];
+        if let Some((field, _)) = fields.iter().find(|(_, used)| *used) {
+            return Some(format!("'{field}' of container '{name}'"));
+        }
+    }
+    None
+}
+
 /// One port mapping of one container, and whether its host port is chosen
 /// at placement.
 struct PortPlan {
@@ -215,6 +311,12 @@ fn requirements(
         return Err(ApiError::new(
             ErrorCode::UnsupportedFeatureException,
             "Tasks with networkMode awsvpc are not supported on this Berth cluster yet.",
+        ));
+    }
+    if let Some(what) = unhonoured(td) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedFeatureException,
+            format!("This Berth cluster cannot run the task definition yet: {what} is not supported, and Berth refuses rather than ignore it."),
         ));
     }
     let mut req = TaskRequirements {

@@ -7,6 +7,7 @@
 //! directory is created by the engine.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,13 +16,13 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
     ContainerStatsResponse, ContainerSummaryStateEnum, EventMessage, EventMessageTypeEnum,
-    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding, ResourcesUlimits,
-    VolumeCreateRequest,
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, IpamConfig, PortBinding,
+    ResourcesUlimits, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, StatsOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectNetworkOptions,
+    KillContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    StatsOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -388,6 +389,48 @@ impl ContainerRuntime for DockerRuntime {
             ))),
         }
     }
+
+    async fn bridge_gateway(&self) -> Result<Option<IpAddr>> {
+        let network = match self
+            .docker
+            .inspect_network("bridge", None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(map_err(e)),
+        };
+        let configs = network.ipam.and_then(|i| i.config).unwrap_or_default();
+        Ok(bridge_gateway_of(&configs))
+    }
+}
+
+/// The IPv4 gateway of a bridge network's IPAM configuration. Docker leaves
+/// `Gateway` out for the default bridge on some engines; the gateway is then
+/// the subnet's first address, as the engine assigns it.
+fn bridge_gateway_of(configs: &[IpamConfig]) -> Option<IpAddr> {
+    let strip = |s: &str| s.split('/').next().unwrap_or(s).trim().to_string();
+    let explicit = configs
+        .iter()
+        .filter_map(|c| c.gateway.as_deref())
+        .filter_map(|g| strip(g).parse::<Ipv4Addr>().ok())
+        .next();
+    let from_subnet = || {
+        configs
+            .iter()
+            .filter_map(|c| c.subnet.as_deref())
+            .find_map(|subnet| {
+                let (addr, len) = subnet.split_once('/')?;
+                let addr: Ipv4Addr = addr.trim().parse().ok()?;
+                let len: u32 = len.trim().parse().ok()?;
+                if len > 30 {
+                    return None;
+                }
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                Some(Ipv4Addr::from((u32::from(addr) & mask).saturating_add(1)))
+            })
+    };
+    explicit.or_else(from_subnet).map(IpAddr::V4)
 }
 
 /// Turns a spec into Docker's create request.
@@ -942,6 +985,39 @@ mod tests {
             ),
             RuntimeError::ImagePull { .. }
         ));
+    }
+
+    #[test]
+    fn finds_the_bridge_gateway() {
+        let config = |subnet: Option<&str>, gateway: Option<&str>| IpamConfig {
+            subnet: subnet.map(str::to_string),
+            gateway: gateway.map(str::to_string),
+            ..Default::default()
+        };
+        let gw = |configs: &[IpamConfig]| bridge_gateway_of(configs).map(|ip| ip.to_string());
+        assert_eq!(
+            gw(&[config(Some("172.17.0.0/16"), Some("172.17.0.1"))]).as_deref(),
+            Some("172.17.0.1")
+        );
+        // Docker 20.10 leaves the default bridge's gateway out.
+        assert_eq!(
+            gw(&[config(Some("172.18.0.0/16"), None)]).as_deref(),
+            Some("172.18.0.1")
+        );
+        assert_eq!(
+            gw(&[
+                config(Some("fd00::/64"), Some("fd00::1")),
+                config(Some("10.1.2.0/24"), None)
+            ])
+            .as_deref(),
+            Some("10.1.2.1")
+        );
+        assert_eq!(gw(&[config(Some("garbage"), Some("nope"))]), None);
+        assert_eq!(
+            gw(&[config(Some("10.0.0.0/0"), None)]).as_deref(),
+            Some("0.0.0.1")
+        );
+        assert_eq!(gw(&[]), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one interface the agent speaks to run containers.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,4 +73,11 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
 
     /// One sample of the container's resource use.
     async fn stats(&self, id: &ContainerId) -> Result<Stats>;
+
+    /// The host's address on the default bridge network (Docker's `bridge`
+    /// gateway, e.g. `172.17.0.1`): where bridge-mode containers reach
+    /// services of the host. `None` when the runtime has no such network.
+    async fn bridge_gateway(&self) -> Result<Option<IpAddr>> {
+        Ok(None)
+    }
 }

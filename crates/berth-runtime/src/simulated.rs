@@ -924,4 +924,8 @@ impl ContainerRuntime for SimulatedRuntime {
             raw: None,
         })
     }
+    /// Nothing runs, so no container needs to reach the host.
+    async fn bridge_gateway(&self) -> Result<Option<IpAddr>> {
+        Ok(None)
+    }
 }

@@ -88,6 +88,10 @@ struct AgentArgs {
     /// Seconds an exited container of a finished task is kept.
     #[arg(long, default_value_t = 3 * 60 * 60)]
     cleanup_delay_secs: u64,
+    /// Port of the task metadata endpoint containers reach through
+    /// `ECS_CONTAINER_METADATA_URI_V4` (0 picks a free one).
+    #[arg(long, env = "BERTH_METADATA_PORT", default_value_t = berth_agent::metadata::DEFAULT_PORT)]
+    metadata_port: u16,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     region: String,
 }
@@ -325,6 +329,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             memory_reserve_mib: 256,
             cleanup_delay: std::time::Duration::from_secs(3 * 60 * 60),
             channel: Default::default(),
+            metadata_port: Some(berth_agent::metadata::DEFAULT_PORT),
         };
         let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
         println!("berth agent registered as {}", agent.instance_arn());
@@ -374,6 +379,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         memory_reserve_mib: 256,
         cleanup_delay: std::time::Duration::from_secs(args.cleanup_delay_secs),
         channel: Default::default(),
+        metadata_port: Some(args.metadata_port),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -405,6 +411,8 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         for n in 0..args.instances {
             let mut config = config.clone();
             config.data_dir = args.data_dir.join(format!("instance-{n}"));
+            // One port cannot serve them all: each gets a free one.
+            config.metadata_port = Some(0);
             let container_runtime = make_runtime(&args.runtime).await?;
             let agent =
                 berth_agent::Agent::register(client.clone(), container_runtime, config).await?;
