@@ -56,6 +56,10 @@ pub fn placement(cluster: &str) -> String {
     format!("ecs/placement/{cluster}")
 }
 
+pub fn service(cluster: &str, name: &str) -> String {
+    format!("ecs/service/{cluster}/{name}")
+}
+
 pub fn services(cluster: &str) -> String {
     format!("ecs/service/{cluster}/")
 }

@@ -20,6 +20,7 @@ mod keys;
 mod locks;
 mod paging;
 mod query;
+mod services;
 mod state;
 mod tags;
 mod task_definitions;
@@ -212,6 +213,11 @@ impl ControlPlane {
             "PutAttributes" => call(body, |r| container_instances::put_attributes(&cx, r)),
             "DeleteAttributes" => call(body, |r| container_instances::delete_attributes(&cx, r)),
             "ListAttributes" => call(body, |r| container_instances::list_attributes(&cx, r)),
+            "CreateService" => call(body, |r| services::create(&cx, r)),
+            "DescribeServices" => call(body, |r| services::describe(&cx, r)),
+            "ListServices" => call(body, |r| services::list(&cx, r)),
+            "UpdateService" => call(body, |r| services::update(&cx, r)),
+            "DeleteService" => call(body, |r| services::delete(&cx, r)),
             "RunTask" => call(body, |r| tasks::run(&cx, r)),
             "StartTask" => call(body, |r| tasks::start(&cx, r)),
             "StopTask" => call(body, |r| tasks::stop(&cx, r)),

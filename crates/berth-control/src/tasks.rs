@@ -366,7 +366,7 @@ fn requirements(
     Ok((req, plans))
 }
 
-fn parse_strategies(items: &[Value]) -> Result<Vec<PlacementStrategy>, ApiError> {
+pub(crate) fn parse_strategies(items: &[Value]) -> Result<Vec<PlacementStrategy>, ApiError> {
     if items.len() > 5 {
         return Err(ApiError::invalid_parameter(
             "placementStrategy can have at most 5 items.",
@@ -384,7 +384,7 @@ fn parse_strategies(items: &[Value]) -> Result<Vec<PlacementStrategy>, ApiError>
         .collect()
 }
 
-fn parse_constraints(items: &[Value]) -> Result<Vec<PlacementConstraint>, ApiError> {
+pub(crate) fn parse_constraints(items: &[Value]) -> Result<Vec<PlacementConstraint>, ApiError> {
     if items.len() > 10 {
         return Err(ApiError::invalid_parameter(
             "placementConstraints can have at most 10 items.",

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod common;
 pub mod container_instance;
 pub mod error;
+pub mod service;
 pub mod task;
 pub mod task_definition;
 pub mod units;
