@@ -8,6 +8,7 @@ use berth_model::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 use crate::container_instances::StoredInstance;
+use crate::services::StoredService;
 use crate::state::{self, put_op, read_modify_write, Change};
 use crate::task_definitions::StoredTaskDefinition;
 use crate::{keys, required, Cx};
@@ -34,6 +35,7 @@ enum Target {
     Cluster(String),
     TaskDefinition(String, i64),
     ContainerInstance(String, String),
+    Service(String, String),
 }
 
 fn target(cx: &Cx<'_>, resource_arn: &str) -> Result<Target, ApiError> {
@@ -58,6 +60,10 @@ fn target(cx: &Cx<'_>, resource_arn: &str) -> Result<Target, ApiError> {
                 cluster.to_string(),
                 id.to_string(),
             ))
+        }
+        ("service", rest) => {
+            let (cluster, name) = rest.split_once('/').ok_or_else(invalid)?;
+            Ok(Target::Service(cluster.to_string(), name.to_string()))
         }
         _ => Err(invalid()),
     }
@@ -105,6 +111,16 @@ where
                     Ok(Change::Write(vec![put_op(key.clone(), &ci)?], ()))
                 }
                 None => Err(not_found()),
+            })
+        }
+        Target::Service(cluster, name) => {
+            let key = keys::service(&cluster, &name);
+            read_modify_write(store, &key, |cur: Option<StoredService>| match cur {
+                Some(mut s) if s.service.status.as_deref() != Some("INACTIVE") => {
+                    s.service.tags = Some(edit(s.service.tags.as_deref().unwrap_or_default())?);
+                    Ok(Change::Write(vec![put_op(key.clone(), &s)?], ()))
+                }
+                _ => Err(not_found()),
             })
         }
     }
@@ -193,6 +209,14 @@ pub(crate) fn list(
                 .ok_or_else(missing)?
                 .value
                 .instance
+                .tags
+                .unwrap_or_default()
+        }
+        Target::Service(cluster, name) => {
+            state::get::<StoredService>(store, &keys::service(&cluster, &name))?
+                .ok_or_else(missing)?
+                .value
+                .service
                 .tags
                 .unwrap_or_default()
         }
