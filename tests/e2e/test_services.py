@@ -81,3 +81,13 @@ def test_service_errors(aws, unique):
     err = aws.fail("ecs", "delete-service", "--cluster", cluster, "--service", "s")
     assert err.code == "InvalidParameterException" and "scaled above 0" in err.message
     assert aws("ecs", "delete-service", "--cluster", cluster, "--service", "s", "--force")["service"]["status"] == "DRAINING"
+
+
+def test_service_tags(aws, unique):
+    cluster, family = _setup(aws, unique)
+    arn = aws("ecs", "create-service", "--cluster", cluster, "--service-name", "tagged",
+              "--task-definition", family, "--desired-count", "0")["service"]["serviceArn"]
+    aws("ecs", "tag-resource", "--resource-arn", arn, "--tags", "key=env,value=prod")
+    assert aws("ecs", "list-tags-for-resource", "--resource-arn", arn)["tags"] == [{"key": "env", "value": "prod"}]
+    aws("ecs", "untag-resource", "--resource-arn", arn, "--tag-keys", "env")
+    assert aws("ecs", "list-tags-for-resource", "--resource-arn", arn)["tags"] == []
