@@ -462,7 +462,7 @@ def settings_dict(settings: list[dict] | None) -> dict[str, str]:
     return {s["name"]: s.get("value") for s in (settings or [])}
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
     """Polls `predicate` until it returns something truthy, with a deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -572,15 +572,3 @@ class BerthAgent:
         subprocess.run(
             f"docker ps -aq --filter label=com.berth.container-instance-arn={self.arn} | xargs -r docker rm -f",
             shell=True, capture_output=True)
-
-
-def wait_for(fn, timeout: float = 30.0, every: float = 0.3):
-    """Polls `fn` until it returns something truthy; returns that."""
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s; last value {last!r}")

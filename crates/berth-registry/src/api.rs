@@ -1039,13 +1039,13 @@ impl Registry {
                 continue;
             };
             match self
-                .layer(&name, &digest)
+                .blob_available(&name, &digest)
                 .map_err(|e| self.ecr_err(&name, e))?
             {
-                Some(l) if self.blobs.size(&digest).is_some() => layers.push(json!({
+                Some(size) => layers.push(json!({
                     "layerDigest": d,
                     "layerAvailability": "AVAILABLE",
-                    "layerSize": l.size,
+                    "layerSize": size,
                 })),
                 _ => failures.push(json!({
                     "layerDigest": d,
@@ -1177,12 +1177,17 @@ impl Registry {
                 ),
             ));
         }
-        let finished = upload.finish(&self.blobs, &digest);
-        let size = upload.offset;
+        let finished = self.commit_blob(
+            &name,
+            upload.path(),
+            &upload.digest(),
+            &digest,
+            upload.offset,
+        );
         drop(upload);
         self.uploads.cancel(&id);
         match finished {
-            Ok(_) => {}
+            Ok(()) => {}
             Err(RegistryError::DigestMismatch { actual, .. }) => {
                 return Err(EcrError::new(
                     "InvalidLayerException",
@@ -1191,8 +1196,6 @@ impl Registry {
             }
             Err(e) => return Err(self.ecr_err(&name, e)),
         }
-        self.link_layer(&name, &digest, size as i64)
-            .map_err(|e| self.ecr_err(&name, e))?;
         Ok(json!({
             "registryId": self.registry_id(),
             "repositoryName": name,

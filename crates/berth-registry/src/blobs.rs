@@ -107,14 +107,90 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Removes a blob's bytes (garbage collection).
-    pub fn remove(&self, digest: &Digest) -> Result<(), RegistryError> {
-        match std::fs::remove_file(self.path(digest)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+    /// Every stored blob with its modification time (epoch milliseconds),
+    /// for garbage collection. Files whose names are not digests are
+    /// skipped; a file that disappears while listing is simply absent.
+    pub fn list(&self) -> Result<Vec<StoredBlob>, RegistryError> {
+        let mut out = Vec::new();
+        let top = self.root.join("blobs").join("sha256");
+        for shard in std::fs::read_dir(&top)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            let entries = match std::fs::read_dir(shard.path()) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let Some(digest) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
+                else {
+                    continue;
+                };
+                match entry.metadata() {
+                    Ok(m) if m.is_file() => out.push(StoredBlob {
+                        digest,
+                        size: m.len(),
+                        modified_ms: modified_ms(&m),
+                    }),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a blob's bytes unless the file was modified after
+    /// `cutoff_ms` (a fresh upload renamed over it); returns the bytes
+    /// freed, `None` when nothing was removed. Only garbage collection
+    /// calls this, holding the digest's pin lock (see [`crate::gc`]).
+    pub fn remove_unless_newer(
+        &self,
+        digest: &Digest,
+        cutoff_ms: i64,
+    ) -> Result<Option<u64>, RegistryError> {
+        let path = self.path(digest);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if modified_ms(&meta) > cutoff_ms {
+            return Ok(None);
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A blob file as garbage collection sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// Last modification, epoch milliseconds: when its upload wrote its
+    /// last byte (a rename keeps the time).
+    pub modified_ms: i64,
+}
+
+/// A file's modification time in epoch milliseconds; "now-ish" (never
+/// collectable) when the platform cannot tell.
+fn modified_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(i64::MAX)
 }
 
 /// One upload in progress.
@@ -270,12 +346,5 @@ impl Upload {
     /// The digest of everything received so far.
     pub fn digest(&self) -> Digest {
         Digest::from_hasher(self.hasher.clone())
-    }
-
-    /// Verifies the bytes against `expected` and moves them into the blob
-    /// store. Either way the temp file is gone afterwards. Blocking.
-    pub fn finish(&self, blobs: &BlobStore, expected: &Digest) -> Result<u64, RegistryError> {
-        blobs.commit(&self.path, &self.digest(), expected)?;
-        Ok(self.offset)
     }
 }

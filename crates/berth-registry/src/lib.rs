@@ -10,13 +10,16 @@
 //!
 //! Blob bytes live on disk, content-addressed ([`blobs`]); repositories,
 //! images, tags and layer links live in the Berth store ([`keys`] is the
-//! layout); tokens are self-verifying ([`token`]). Manifest parsing and
-//! token minting are pure and separate from I/O.
+//! layout); tokens are self-verifying ([`token`]). Blobs no image needs
+//! are removed by a garbage collector that never races a push ([`gc`]).
+//! Manifest parsing, token minting and the collector's decision are pure
+//! and separate from I/O.
 
 pub mod api;
 pub mod blobs;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod keys;
 pub mod lifecycle;
 pub mod manifest;
@@ -61,6 +64,7 @@ pub struct Registry {
     pub(crate) config: RegistryConfig,
     pub(crate) blobs: blobs::BlobStore,
     pub(crate) uploads: blobs::Uploads,
+    pub(crate) pins: gc::BlobPins,
     token_key: Vec<u8>,
 }
 
@@ -78,6 +82,7 @@ impl Registry {
         let blobs = blobs::BlobStore::open(&root)?;
         Ok(Self {
             store,
+            pins: gc::BlobPins::new(clock.clone()),
             clock,
             config,
             blobs,

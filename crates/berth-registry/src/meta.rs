@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::RegistryError;
+use crate::gc::BlobHold;
 use crate::keys;
 use crate::manifest::{self, Kind, Parsed};
 use crate::state::{self, read, transact, Step};
@@ -175,8 +176,22 @@ impl Registry {
         )
     }
 
-    /// Records that `digest` (already on disk) belongs to `repo`.
-    pub fn link_layer(&self, repo: &str, digest: &Digest, size: i64) -> Result<(), RegistryError> {
+    /// Records that `digest` (already on disk) belongs to `repo`. Only
+    /// under a hold on the digest, which garbage collection relies on
+    /// (see [`crate::gc`]).
+    pub(crate) fn link_layer(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: i64,
+        hold: &BlobHold<'_>,
+    ) -> Result<(), RegistryError> {
+        if hold.digest() != digest {
+            return Err(RegistryError::Internal(format!(
+                "linking {digest} under a hold on {}",
+                hold.digest()
+            )));
+        }
         let record = LayerRecord {
             size,
             pushed_at: self.now_epoch(),

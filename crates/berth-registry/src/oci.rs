@@ -498,12 +498,10 @@ async fn get_blob(
     require_repo(reg, name).await?;
     let d = parse_digest(digest)?;
     let (n, dd) = (name.to_string(), d.clone());
-    let linked = blocking(reg, move |r| r.layer(&n, &dd)).await?;
-    let path = reg.blobs.path(&d);
-    let size = match (linked, tokio::fs::metadata(&path).await) {
-        (Some(_), Ok(m)) => m.len(),
-        _ => return Err(OciError::blob_unknown(digest)),
+    let Some(size) = blocking(reg, move |r| r.blob_available(&n, &dd)).await? else {
+        return Err(OciError::blob_unknown(digest));
     };
+    let path = reg.blobs.path(&d);
     let mut headers = vec![
         ("Docker-Content-Digest", d.to_string()),
         ("Content-Type", "application/octet-stream".to_string()),
@@ -598,13 +596,7 @@ async fn start_upload(
                 if !manifest::valid_repository_name(&f) {
                     return Ok(false);
                 }
-                match (r.layer(&f, &dd)?, r.blobs.size(&dd)) {
-                    (Some(l), Some(_)) => {
-                        r.link_layer(&n, &dd, l.size)?;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                }
+                r.mount_blob(&n, &f, &dd)
             })
             .await?;
             if mounted {
@@ -652,12 +644,13 @@ async fn finish_upload(
     }
     // Hash is done; the commit (fsync, rename) and the link are blocking.
     let (path, upload_digest, size) = (upload.path().to_path_buf(), upload.digest(), upload.offset);
-    let exp = expected.clone();
-    let committed = blocking(reg, move |r| r.blobs.commit(&path, &upload_digest, &exp)).await;
+    let (n, exp) = (name.to_string(), expected.clone());
+    let committed = blocking(reg, move |r| {
+        r.commit_blob(&n, &path, &upload_digest, &exp, size)
+    })
+    .await;
     reg.uploads.cancel(id);
     committed?;
-    let (n, d) = (name.to_string(), expected.clone());
-    blocking(reg, move |r| r.link_layer(&n, &d, size as i64)).await?;
     tracing::info!(repository = %name, digest = %expected, size, "blob uploaded");
     Ok(blob_created(name, &expected))
 }

@@ -113,6 +113,13 @@ struct ServerArgs {
     /// Seconds between runs of registry lifecycle policy enforcement.
     #[arg(long, env = "BERTH_LIFECYCLE_INTERVAL", default_value_t = 3600)]
     lifecycle_interval: u64,
+    /// Seconds between registry garbage collection sweeps.
+    #[arg(long, env = "BERTH_REGISTRY_GC_INTERVAL", default_value_t = 3600)]
+    registry_gc_interval: u64,
+    /// Seconds an unreferenced blob is kept after its upload or last use
+    /// (a push in flight pushes its layers before its manifest).
+    #[arg(long, env = "BERTH_REGISTRY_GC_GRACE", default_value_t = 3600)]
+    registry_gc_grace: u64,
     /// Seconds between heartbeats sent down each agent channel.
     #[arg(long, env = "BERTH_AGENT_HEARTBEAT_SECS", default_value_t = 10)]
     agent_heartbeat_secs: u64,
@@ -218,6 +225,11 @@ async fn run_server(
     berth_edge::registry::api::spawn_lifecycle_enforcement(
         registry.clone(),
         std::time::Duration::from_secs(args.lifecycle_interval.max(1)),
+    );
+    berth_edge::registry::gc::spawn_garbage_collection(
+        registry.clone(),
+        std::time::Duration::from_secs(args.registry_gc_interval.max(1)),
+        std::time::Duration::from_secs(args.registry_gc_grace),
     );
     parts
         .edge
