@@ -200,3 +200,25 @@ def test_a_task_image_is_pulled_from_berths_registry_with_a_token(rig, tmp_path)
         assert docker("image", "inspect", image).returncode == 0
     finally:
         docker("rmi", "-f", image)
+
+
+def test_an_agent_s_dynamic_port_range_is_where_its_ports_come_from(rig):
+    server, aws, _ = rig
+    a = BerthAgent(server.endpoint, server.data_dir.parent / "ranged", server.data_dir.parent / "ranged.log",
+                   "us-east-1a", extra_args=["--dynamic-host-port-range", "40100-40101"]).start()
+    try:
+        register(aws, "ported", {"name": "w", "image": IMAGE, "memory": 16,
+                                  "command": [BB, "httpd", "-f", "-p", "8080", "-h", "/www"],
+                                  "portMappings": [{"containerPort": 8080, "hostPort": 0}]})
+        arns = run_task(aws, "ported", "--count", "2")
+        ports = set()
+        for arn in arns:
+            t = wait_for(lambda arn=arn: (d := describe_task(aws, arn))["lastStatus"] == "RUNNING" and d, timeout=60)
+            ports.add(t["containers"][0]["networkBindings"][0]["hostPort"])
+        assert ports == {40100, 40101}
+        # The range is used up: a third task gets ECS's RESOURCE:PORTS.
+        out = aws("ecs", "run-task", "--cluster", "default", "--task-definition", "ported")
+        assert out["tasks"] == [] and out["failures"] == [{"arn": a.arn, "reason": "RESOURCE:PORTS"}]
+    finally:
+        a.stop()
+        a.remove_containers()

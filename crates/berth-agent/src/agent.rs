@@ -40,6 +40,9 @@ pub struct AgentConfig {
     /// Port of the task metadata endpoint (ECS uses 51679; 0 picks a free
     /// one); `None` serves none.
     pub metadata_port: Option<u16>,
+    /// This host's dynamic host port range, when not the default
+    /// 49153-65535; registered as an attribute placement reads.
+    pub dynamic_port_range: Option<(u16, u16)>,
 }
 
 /// The task metadata endpoint this agent serves, and what it knows.
@@ -116,6 +119,9 @@ impl Agent {
         }
         if let Some(t) = &config.instance_type {
             attributes.push(json!({"name": "ecs.instance-type", "value": t}));
+        }
+        if let Some((first, last)) = config.dynamic_port_range {
+            attributes.push(json!({"name": berth_model::container_instance::DYNAMIC_PORT_RANGE_ATTRIBUTE, "value": format!("{first}-{last}")}));
         }
         for (k, v) in &config.attributes {
             attributes.push(json!({"name": k, "value": v}));

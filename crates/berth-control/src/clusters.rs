@@ -26,7 +26,7 @@ use crate::tags::validate_tags;
 use crate::tasks::StoredTask;
 use crate::{include_list, keys, missing, required, Cx};
 
-const ACTIVE: &str = "ACTIVE";
+pub(crate) const ACTIVE: &str = "ACTIVE";
 const INACTIVE: &str = "INACTIVE";
 
 fn name_pattern() -> &'static Regex {

@@ -20,6 +20,7 @@ mod keys;
 mod locks;
 mod paging;
 mod query;
+mod service_controller;
 mod services;
 mod state;
 mod tags;
@@ -36,6 +37,7 @@ use serde::Serialize;
 
 pub use agents::{liveness, AgentSession, InstanceLiveness, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use service_controller::ServicePass;
 
 /// Who is calling, as the edge established it from the request signature.
 #[derive(Clone, Debug, PartialEq, Eq)]

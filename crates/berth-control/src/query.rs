@@ -42,6 +42,10 @@ pub(crate) fn scheduler_view(stored: &StoredInstance) -> ContainerInstance {
     view.status = status;
     view.agent_connected = ci.agent_connected.unwrap_or(false);
     view.registered_at = ci.registered_at.map(|t| t as i64).unwrap_or(0);
+    view.dynamic_ports = attributes
+        .get(berth_model::container_instance::DYNAMIC_PORT_RANGE_ATTRIBUTE)
+        .and_then(|v| v.as_deref())
+        .and_then(berth_model::container_instance::parse_port_range);
     view.attributes = attributes;
     view.running_tasks_count = ci.running_tasks_count.unwrap_or(0).max(0) as u32;
     view

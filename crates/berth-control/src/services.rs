@@ -35,6 +35,9 @@ pub(crate) struct StoredService {
     pub cluster: String,
     #[serde(flatten)]
     pub service: Service,
+    /// The service controller's memory between passes.
+    #[serde(default)]
+    pub controller: crate::service_controller::ControllerState,
 }
 
 fn name_pattern() -> &'static Regex {
@@ -427,6 +430,7 @@ pub(crate) fn create(cx: &Cx<'_>, req: CreateServiceRequest) -> Result<ServiceRe
     let stored = StoredService {
         cluster: cluster.clone(),
         service,
+        controller: Default::default(),
     };
     let out = read_modify_write(cx.store(), &key, |cur: Option<StoredService>| {
         if let Some(existing) = cur {

@@ -635,11 +635,15 @@ fn new_task(
 
 /// Places `launch` on the instances `only` allows (all when `None`) and
 /// commits the new tasks; returns them and the failures.
+/// Tasks placed, failures as RunTask lists them, and the placement
+/// engine's sentence on why tasks went unplaced (for service events).
+type Placed = (Vec<StoredTask>, Vec<Failure>, Option<String>);
+
 fn place_and_commit(
     cx: &Cx<'_>,
     launch: &Launch,
     only: Option<&[String]>,
-) -> Result<(Vec<StoredTask>, Vec<Failure>), ApiError> {
+) -> Result<Placed, ApiError> {
     let cluster = &launch.cluster;
     let placement_key = keys::placement(cluster);
     let cluster_key = keys::cluster(cluster);
@@ -685,8 +689,10 @@ fn place_and_commit(
             ));
         }
         let mut failures = Vec::new();
+        let mut message = None;
         if !plan.unplaced.is_empty() {
             if let Some(d) = &plan.diagnosis {
+                message = Some(d.message.clone());
                 for r in &d.rejections {
                     failures.push(Failure {
                         arn: Some(r.instance_id.clone()),
@@ -697,7 +703,7 @@ fn place_and_commit(
             }
         }
         if tasks.is_empty() {
-            return Ok(Change::Keep((tasks, failures)));
+            return Ok(Change::Keep((tasks, failures, message)));
         }
         let mut ops = Vec::with_capacity(tasks.len() + 2);
         for t in &tasks {
@@ -715,7 +721,11 @@ fn place_and_commit(
             key: cluster_key.clone(),
             revision: cluster_rev,
         };
-        Ok(Change::WriteGuarded(vec![guard], ops, (tasks, failures)))
+        Ok(Change::WriteGuarded(
+            vec![guard],
+            ops,
+            (tasks, failures, message),
+        ))
     })
 }
 
@@ -787,7 +797,7 @@ pub(crate) fn run(cx: &Cx<'_>, req: RunTaskRequest) -> Result<TasksResponse, Api
             count: count as u32,
         },
     )?;
-    let (tasks, failures) = place_and_commit(cx, &launch, None)?;
+    let (tasks, failures, _) = place_and_commit(cx, &launch, None)?;
     tracing::info!(cluster = %launch.cluster, placed = tasks.len(), failures = failures.len(), "run task");
     Ok(TasksResponse {
         tasks: tasks.into_iter().map(|t| t.task).collect(),
@@ -845,7 +855,7 @@ pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse,
             .unwrap_or(&reference)
             .to_string();
         match place_and_commit(cx, &launch, Some(std::slice::from_ref(&id))) {
-            Ok((placed, mut failed)) => {
+            Ok((placed, mut failed, _)) => {
                 if placed.is_empty() && failed.is_empty() {
                     failed.push(missing(reference.clone()));
                 }
@@ -859,6 +869,46 @@ pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse,
         }
     }
     Ok(TasksResponse { tasks, failures })
+}
+
+/// Places `count` tasks of a service's deployment: group
+/// `service:<name>`, startedBy the deployment id, the service's placement,
+/// ECS's service defaults (spread over zones, then instances) when it has
+/// none; `only` limits placement to those instance ids (DAEMON). Returns
+/// the new task ids and, when some could not be placed, the placement
+/// engine's sentence saying why.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch_for_service(
+    cx: &Cx<'_>,
+    cluster: &str,
+    task_definition: &str,
+    count: u32,
+    service: &str,
+    deployment_id: &str,
+    strategies: &[Value],
+    constraints: &[Value],
+    only: Option<&[String]>,
+) -> Result<(Vec<String>, Option<String>), ApiError> {
+    let td = task_definition.to_string();
+    let mut launch = prepare(
+        cx,
+        LaunchInput {
+            cluster: Some(cluster),
+            task_definition: Some(&td),
+            overrides: None,
+            group: Some(format!("service:{service}")),
+            started_by: Some(deployment_id.to_string()),
+            tags: None,
+            strategies,
+            constraints,
+            count,
+        },
+    )?;
+    if strategies.is_empty() {
+        launch.request.strategies = PlacementStrategy::service_defaults();
+    }
+    let (tasks, _, message) = place_and_commit(cx, &launch, only)?;
+    Ok((tasks.into_iter().map(|t| t.id).collect(), message))
 }
 
 /// The id part of a task reference (an ARN or a bare id).
@@ -902,7 +952,6 @@ pub(crate) fn stop(cx: &Cx<'_>, req: StopTaskRequest) -> Result<TaskResponse, Ap
     let reference = required(&req.task, "task")?;
     let (cluster, _) = active(cx, req.cluster.as_deref())?;
     let id = task_id(cx, &cluster, reference)?;
-    let key = keys::task(&cluster, &id);
     let reason = req
         .reason
         .clone()
@@ -913,6 +962,21 @@ pub(crate) fn stop(cx: &Cx<'_>, req: StopTaskRequest) -> Result<TaskResponse, Ap
             "reason can be at most 255 characters.",
         ));
     }
+    let task = stop_task(cx, &cluster, &id, &reason, "UserInitiated")?;
+    Ok(TaskResponse { task })
+}
+
+/// Asks task `id` of `cluster` to stop, with a reason and a stop code
+/// (UserInitiated for StopTask, ServiceSchedulerInitiated for the service
+/// controller). Asking twice changes nothing.
+pub(crate) fn stop_task(
+    cx: &Cx<'_>,
+    cluster: &str,
+    id: &str,
+    reason: &str,
+    stop_code: &str,
+) -> Result<Task, ApiError> {
+    let key = keys::task(cluster, id);
     let now = cx.now();
     let out = read_modify_write(cx.store(), &key, |cur: Option<StoredTask>| {
         let mut t =
@@ -921,8 +985,8 @@ pub(crate) fn stop(cx: &Cx<'_>, req: StopTaskRequest) -> Result<TaskResponse, Ap
             return Ok(Change::Keep(t));
         }
         t.task.desired_status = Some("STOPPED".into());
-        t.task.stop_code = Some("UserInitiated".into());
-        t.task.stopped_reason = Some(reason.clone());
+        t.task.stop_code = Some(stop_code.into());
+        t.task.stopped_reason = Some(reason.to_string());
         t.task.version = Some(t.task.version.unwrap_or(1) + 1);
         // A task no agent has taken yet stops at once: nothing runs.
         if t.last_status() == "PROVISIONING" {
@@ -936,8 +1000,8 @@ pub(crate) fn stop(cx: &Cx<'_>, req: StopTaskRequest) -> Result<TaskResponse, Ap
         }
         Ok(Change::Write(vec![put_op(key.clone(), &t)?], t))
     })?;
-    tracing::info!(cluster = %cluster, task = %id, "task stop requested");
-    Ok(TaskResponse { task: out.task })
+    tracing::info!(cluster = %cluster, task = %id, stop_code, "task stop requested");
+    Ok(out.task)
 }
 
 #[derive(Deserialize)]

@@ -700,7 +700,7 @@ fn protocol_level_errors() {
         e.map(|e| e.code),
         Some(ErrorCode::UnknownOperationException)
     );
-    let e = cp.ecs("CreateService", b"{}", &caller()).err();
+    let e = cp.ecs("CreateTaskSet", b"{}", &caller()).err();
     assert_eq!(
         e.map(|e| e.code),
         Some(ErrorCode::UnsupportedFeatureException)

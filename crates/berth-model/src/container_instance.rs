@@ -105,3 +105,30 @@ pub struct ContainerInstance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_status: Option<ContainerInstanceHealthStatus>,
 }
+
+/// The attribute an agent registers its own dynamic host port range under,
+/// `first-last` (as the ECS agent's `ECS_DYNAMIC_HOST_PORT_RANGE`); placement
+/// draws the instance's dynamic host ports from it.
+pub const DYNAMIC_PORT_RANGE_ATTRIBUTE: &str = "berth.dynamic-host-port-range";
+
+/// Parses `first-last` with `1 <= first <= last`.
+pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (a, b) = text.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+    (a >= 1 && a <= b).then_some((a, b))
+}
+
+#[cfg(test)]
+mod port_range_tests {
+    use super::parse_port_range;
+
+    #[test]
+    fn port_ranges_parse_or_are_refused() {
+        assert_eq!(parse_port_range("49153-65535"), Some((49153, 65535)));
+        assert_eq!(parse_port_range("40000-40000"), Some((40000, 40000)));
+        assert_eq!(parse_port_range("2-1"), None);
+        assert_eq!(parse_port_range("0-10"), None);
+        assert_eq!(parse_port_range("70000-70001"), None);
+        assert_eq!(parse_port_range("abc"), None);
+    }
+}

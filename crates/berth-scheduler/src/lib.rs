@@ -8,10 +8,11 @@
 //!
 //! - [`place`] runs the pipeline in [`pipeline`]: feasibility stages (agent and status, memberOf,
 //!   distinctInstance, cpu, memory, gpu, tcp ports, udp ports), then ranking by the chained
-//!   strategies, then selection, task after task, with dynamic host ports assigned from
-//!   [`PlacementOptions`]. Tasks that cannot be placed come back with a [`Diagnosis`] in ECS's words.
-//!   A one-task request takes a shortcut with the same answer: one pass over the snapshot, keeping
-//!   only the best candidate (`small.rs`).
+//!   strategies, then selection, task after task, with dynamic host ports assigned from the
+//!   instance's own range ([`ContainerInstance::dynamic_ports`]), or else from
+//!   [`PlacementOptions`]. Tasks that cannot be placed come back with a [`Diagnosis`] in ECS's
+//!   words. A one-task request takes a shortcut with the same answer: one pass over the snapshot,
+//!   keeping only the best candidate (`small.rs`).
 //! - [`select_tasks_to_stop`] is the scale-in mirror of placement.
 //! - [`query`] is the cluster query language, shared with ListContainerInstances' `filter`.
 //! - [`PlacementStrategy::from_wire`] and [`PlacementConstraint::from_wire`] turn ECS's JSON shapes

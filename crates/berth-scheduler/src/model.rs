@@ -90,6 +90,12 @@ pub struct ContainerInstance {
     pub running_tasks_count: u32,
     /// The tasks on this instance, with their groups (for spread, distinctInstance and `task:group`).
     pub tasks: Vec<TaskOnInstance>,
+    /// The instance's own dynamic host port range, `(first, last)` inclusive, as its agent sets it
+    /// (`ECS_DYNAMIC_HOST_PORT_RANGE`); `None` means the engine-wide range of [`PlacementOptions`].
+    /// Dynamic ports of tasks placed here are drawn from it, and the static ports of a task that fall
+    /// in it count against it. A range with `first > last` offers no dynamic ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_ports: Option<(u16, u16)>,
 }
 
 impl ContainerInstance {
@@ -108,7 +114,15 @@ impl ContainerInstance {
             used_udp_ports: Vec::new(),
             running_tasks_count: 0,
             tasks: Vec::new(),
+            dynamic_ports: None,
         }
+    }
+
+    /// Builder helper: gives the instance its own dynamic host port range, `first..=last`.
+    #[must_use]
+    pub fn with_dynamic_ports(mut self, first: u16, last: u16) -> Self {
+        self.dynamic_ports = Some((first, last));
+        self
     }
 
     /// Builder helper: sets an attribute with a value.
@@ -170,9 +184,10 @@ pub struct PlacementRequest {
 /// Engine settings that are not part of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementOptions {
-    /// First port of the dynamic host port range (inclusive).
+    /// First port of the dynamic host port range (inclusive), for instances without their own
+    /// ([`ContainerInstance::dynamic_ports`]).
     pub dynamic_port_first: u16,
-    /// Last port of the dynamic host port range (inclusive).
+    /// Last port of the dynamic host port range (inclusive), for instances without their own.
     pub dynamic_port_last: u16,
 }
 

@@ -34,7 +34,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::failure::{event_subject, ClosestInstance, Diagnosis, FailureReason, Rejection};
 use crate::model::{
-    ClusterSnapshot, InstanceStatus, Placement, PlacementOptions, PlacementRequest, Plan,
+    ClusterSnapshot, ContainerInstance, InstanceStatus, Placement, PlacementOptions,
+    PlacementRequest, Plan,
 };
 use crate::ports::{PortRange, PortState};
 use crate::query::{Expr, InstanceView};
@@ -336,10 +337,9 @@ pub(crate) struct Engine<'a, R: ?Sized> {
     rankers: Vec<Ranker>,
     /// How many leading rankers are attribute spreads handled by grouping (tree mode only).
     prefix: usize,
-    range: PortRange,
-    /// Dynamic-range ports one task takes (dynamic plus static ports inside the range).
-    tcp_need: u32,
-    udp_need: u32,
+    /// The dynamic port range of the run and what one task takes of it; an instance with a range of
+    /// its own has its own ([`PortNeeds::on`]).
+    ports: PortNeeds,
     cpu: Vec<u32>,
     mem: Vec<u32>,
     gpu: Vec<u32>,
@@ -489,21 +489,56 @@ pub(crate) fn draw<R: Rng + ?Sized>(rng: &mut R) -> u32 {
     rng.gen_range(0..u32::MAX)
 }
 
-/// Dynamic-range ports one task takes (dynamic plus static ports inside the range), TCP then UDP.
-pub(crate) fn port_needs(req: &PlacementRequest, range: PortRange) -> (u32, u32) {
-    let need = &req.requirements;
-    let in_range = |ports: &[u16]| ports.iter().filter(|p| range.contains(**p)).count() as u32;
-    let tcp_need = if need.dynamic_tcp_ports > 0 {
-        u32::from(need.dynamic_tcp_ports) + in_range(&need.static_tcp_ports)
-    } else {
-        0
-    };
-    let udp_need = if need.dynamic_udp_ports > 0 {
-        u32::from(need.dynamic_udp_ports) + in_range(&need.static_udp_ports)
-    } else {
-        0
-    };
-    (tcp_need, udp_need)
+/// A dynamic host port range and the ports of it that one task takes (its dynamic ports plus its
+/// static ports inside the range), per protocol.
+///
+/// A run resolves it once for the range of [`PlacementOptions`]; an instance with a range of its own
+/// ([`crate::ContainerInstance::dynamic_ports`]) gets its own, computed when one of its port stages
+/// runs (see [`PortNeeds::on`]), so the common case costs one test of that field.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PortNeeds {
+    pub(crate) range: PortRange,
+    pub(crate) tcp: u32,
+    pub(crate) udp: u32,
+}
+
+impl PortNeeds {
+    /// The needs of one task of `req` in `range`.
+    pub(crate) fn new(req: &PlacementRequest, range: PortRange) -> Self {
+        let need = &req.requirements;
+        let in_range = |ports: &[u16]| ports.iter().filter(|p| range.contains(**p)).count() as u32;
+        let tcp = if need.dynamic_tcp_ports > 0 {
+            u32::from(need.dynamic_tcp_ports) + in_range(&need.static_tcp_ports)
+        } else {
+            0
+        };
+        let udp = if need.dynamic_udp_ports > 0 {
+            u32::from(need.dynamic_udp_ports) + in_range(&need.static_udp_ports)
+        } else {
+            0
+        };
+        Self { range, tcp, udp }
+    }
+
+    /// The run's needs (`PlacementOptions`' range).
+    pub(crate) fn of_run(req: &PlacementRequest, options: &PlacementOptions) -> Self {
+        Self::new(
+            req,
+            PortRange {
+                first: options.dynamic_port_first,
+                last: options.dynamic_port_last,
+            },
+        )
+    }
+
+    /// The needs on `inst`: these, unless the instance has a range of its own.
+    #[inline]
+    pub(crate) fn on(self, inst: &ContainerInstance, req: &PlacementRequest) -> Self {
+        match inst.dynamic_ports {
+            None => self,
+            Some((first, last)) => Self::new(req, PortRange { first, last }),
+        }
+    }
 }
 
 impl<'a, R: Rng + ?Sized> Engine<'a, R> {
@@ -528,11 +563,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         draws: Draws,
     ) -> Self {
         let n = snap.instances.len();
-        let range = PortRange {
-            first: options.dynamic_port_first,
-            last: options.dynamic_port_last,
-        };
-        let (tcp_need, udp_need) = port_needs(req, range);
+        let ports = PortNeeds::of_run(req, options);
         let Ranking {
             rankers,
             attr_names,
@@ -578,9 +609,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             stages: feasibility_stages(req),
             rankers,
             prefix: if tree_mode { prefix } else { 0 },
-            range,
-            tcp_need,
-            udp_need,
+            ports,
             cpu: snap.instances.iter().map(|i| i.remaining.cpu).collect(),
             mem: snap.instances.iter().map(|i| i.remaining.memory).collect(),
             gpu: snap.instances.iter().map(|i| i.remaining.gpus).collect(),
@@ -607,17 +636,18 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         if !self.verified[i] {
             let need = &self.req.requirements;
             let inst = &self.snap.instances[i];
+            let range = self.ports.on(inst, self.req).range;
             self.tcp[i] = PortState::new(
                 &inst.used_tcp_ports,
                 &need.static_tcp_ports,
                 need.dynamic_tcp_ports,
-                self.range,
+                range,
             );
             self.udp[i] = PortState::new(
                 &inst.used_udp_ports,
                 &need.static_udp_ports,
                 need.dynamic_udp_ports,
-                self.range,
+                range,
             );
             self.verified[i] = true;
             self.reject[i] = self.first_failure(i, Check::Full);
@@ -670,10 +700,12 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
             Stage::Memory => self.mem[i] >= need.resources.memory,
             Stage::Gpu => self.gpu[i] >= need.resources.gpus,
             Stage::PortsTcp => {
-                !self.tcp[i].static_conflict && self.tcp[i].free_dynamic >= self.tcp_need
+                !self.tcp[i].static_conflict
+                    && self.tcp[i].free_dynamic >= self.ports.on(inst, self.req).tcp
             }
             Stage::PortsUdp => {
-                !self.udp[i].static_conflict && self.udp[i].free_dynamic >= self.udp_need
+                !self.udp[i].static_conflict
+                    && self.udp[i].free_dynamic >= self.ports.on(inst, self.req).udp
             }
         }
     }
@@ -824,12 +856,13 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         self.gpu[i] = self.gpu[i].saturating_sub(need.resources.gpus);
         let mut dynamic_tcp_ports = Vec::new();
         let mut dynamic_udp_ports = Vec::new();
+        let range = self.ports.on(inst, self.req).range;
         if !need.static_tcp_ports.is_empty() || need.dynamic_tcp_ports > 0 {
             self.tcp[i].take(
                 &inst.used_tcp_ports,
                 &need.static_tcp_ports,
                 need.dynamic_tcp_ports,
-                self.range,
+                range,
                 &mut dynamic_tcp_ports,
             );
         }
@@ -838,7 +871,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
                 &inst.used_udp_ports,
                 &need.static_udp_ports,
                 need.dynamic_udp_ports,
-                self.range,
+                range,
                 &mut dynamic_udp_ports,
             );
         }

@@ -33,8 +33,8 @@ use crate::model::{
     ClusterSnapshot, ContainerInstance, InstanceStatus, Placement, PlacementOptions,
     PlacementRequest, Plan,
 };
-use crate::pipeline::{draw, port_needs, Draws, Engine, Interner, Key, Ranker, Ranking, KEY_LEN};
-use crate::ports::{PortRange, PortState};
+use crate::pipeline::{draw, Draws, Engine, Interner, Key, PortNeeds, Ranker, Ranking, KEY_LEN};
+use crate::ports::PortState;
 use crate::query::{Expr, InstanceView};
 use crate::strategy::PlacementConstraint;
 
@@ -46,9 +46,8 @@ pub(crate) fn eligible(req: &PlacementRequest, ranking: &Ranking<'_>) -> bool {
 /// What one task needs, resolved once per run.
 struct Needs<'a> {
     req: &'a PlacementRequest,
-    range: PortRange,
-    tcp_need: u32,
-    udp_need: u32,
+    /// The run's dynamic port range and what one task takes of it (an instance may have its own).
+    ports: PortNeeds,
     /// The TCP and UDP port stages are wired.
     tcp_stage: bool,
     udp_stage: bool,
@@ -61,14 +60,15 @@ impl Needs<'_> {
     /// planned yet.
     fn deferred_pass(&self, inst: &ContainerInstance) -> bool {
         let need = &self.req.requirements;
+        let ports = self.ports.on(inst, self.req);
         if self.tcp_stage {
             let tcp = PortState::new(
                 &inst.used_tcp_ports,
                 &need.static_tcp_ports,
                 need.dynamic_tcp_ports,
-                self.range,
+                ports.range,
             );
-            if tcp.static_conflict || tcp.free_dynamic < self.tcp_need {
+            if tcp.static_conflict || tcp.free_dynamic < ports.tcp {
                 return false;
             }
         }
@@ -77,9 +77,9 @@ impl Needs<'_> {
                 &inst.used_udp_ports,
                 &need.static_udp_ports,
                 need.dynamic_udp_ports,
-                self.range,
+                ports.range,
             );
-            if udp.static_conflict || udp.free_dynamic < self.udp_need {
+            if udp.static_conflict || udp.free_dynamic < ports.udp {
                 return false;
             }
         }
@@ -203,17 +203,10 @@ pub(crate) fn place_one<'a, R: Rng + ?Sized>(
     ranking: Ranking<'a>,
     draws: Draws,
 ) -> Plan {
-    let range = PortRange {
-        first: options.dynamic_port_first,
-        last: options.dynamic_port_last,
-    };
-    let (tcp_need, udp_need) = port_needs(req, range);
     let need = &req.requirements;
     let needs = Needs {
         req,
-        range,
-        tcp_need,
-        udp_need,
+        ports: PortNeeds::of_run(req, options),
         tcp_stage: !need.static_tcp_ports.is_empty() || need.dynamic_tcp_ports > 0,
         udp_stage: !need.static_udp_ports.is_empty() || need.dynamic_udp_ports > 0,
         distinct: req
@@ -271,6 +264,7 @@ pub(crate) fn place_one<'a, R: Rng + ?Sized>(
         return Engine::with_draws(snap, req, options, rng, ranking, draws).run();
     };
     let inst = &snap.instances[i];
+    let range = needs.ports.on(inst, req).range;
     let mut dynamic_tcp_ports = Vec::new();
     let mut dynamic_udp_ports = Vec::new();
     if needs.tcp_stage {

@@ -767,3 +767,336 @@ fn check_instance_lists_every_gap_for_start_task() {
         None
     );
 }
+
+/// One case of the per-instance dynamic port range table.
+struct RangeCase {
+    name: &'static str,
+    /// The instance's own range (`None`: the run's, 49153-49155 here).
+    range: Option<(u16, u16)>,
+    used_tcp: &'static [u16],
+    static_tcp: &'static [u16],
+    dynamic_tcp: u16,
+    dynamic_udp: u16,
+    count: u32,
+    /// Dynamic TCP ports of each placed task, in order.
+    tcp: &'static [&'static [u16]],
+    /// Dynamic UDP ports of each placed task, in order.
+    udp: &'static [&'static [u16]],
+    /// The wire reasons when some task is left unplaced.
+    reasons: &'static [&'static str],
+}
+
+/// A narrow run-wide range, so that a case can tell which range a decision used.
+const NARROW_RUN: PlacementOptions = PlacementOptions {
+    dynamic_port_first: 49153,
+    dynamic_port_last: 49155,
+};
+
+#[test]
+fn instance_dynamic_port_range_decides_feasibility_and_assignment() {
+    let cases = [
+        RangeCase {
+            name: "two dynamic ports fill a two-port range",
+            range: Some((40000, 40001)),
+            used_tcp: &[],
+            static_tcp: &[],
+            dynamic_tcp: 2,
+            dynamic_udp: 0,
+            count: 1,
+            tcp: &[&[40000, 40001]],
+            udp: &[&[]],
+            reasons: &[],
+        },
+        RangeCase {
+            name: "three dynamic ports do not fit a two-port range",
+            range: Some((40000, 40001)),
+            used_tcp: &[],
+            static_tcp: &[],
+            dynamic_tcp: 3,
+            dynamic_udp: 0,
+            count: 1,
+            tcp: &[],
+            udp: &[],
+            reasons: &["RESOURCE:PORTS"],
+        },
+        RangeCase {
+            name: "tasks drain the instance's range, not the run's",
+            range: Some((40000, 40001)),
+            used_tcp: &[],
+            static_tcp: &[],
+            dynamic_tcp: 1,
+            dynamic_udp: 0,
+            count: 3,
+            tcp: &[&[40000], &[40001]],
+            udp: &[&[], &[]],
+            reasons: &["RESOURCE:PORTS"],
+        },
+        RangeCase {
+            name: "used ports in the instance's range are skipped",
+            range: Some((40000, 40002)),
+            used_tcp: &[40001],
+            static_tcp: &[],
+            dynamic_tcp: 2,
+            dynamic_udp: 0,
+            count: 2,
+            tcp: &[&[40000, 40002]],
+            udp: &[&[]],
+            reasons: &["RESOURCE:PORTS"],
+        },
+        RangeCase {
+            name: "a static port inside the instance's range counts against it",
+            range: Some((40000, 40001)),
+            used_tcp: &[],
+            static_tcp: &[40000],
+            dynamic_tcp: 2,
+            dynamic_udp: 0,
+            count: 1,
+            tcp: &[],
+            udp: &[],
+            reasons: &["RESOURCE:PORTS"],
+        },
+        RangeCase {
+            name: "a static port inside the instance's range leaves the rest",
+            range: Some((40000, 40001)),
+            used_tcp: &[],
+            static_tcp: &[40000],
+            dynamic_tcp: 1,
+            dynamic_udp: 0,
+            count: 1,
+            tcp: &[&[40001]],
+            udp: &[&[]],
+            reasons: &[],
+        },
+        RangeCase {
+            name: "a static port in the run's range but not the instance's does not count",
+            range: Some((40000, 40002)),
+            used_tcp: &[],
+            static_tcp: &[49153],
+            dynamic_tcp: 3,
+            dynamic_udp: 0,
+            count: 1,
+            tcp: &[&[40000, 40001, 40002]],
+            udp: &[&[]],
+            reasons: &[],
+        },
+        RangeCase {
+            name: "without a range of its own the instance uses the run's",
+            range: None,
+            used_tcp: &[],
+            static_tcp: &[49153],
+            dynamic_tcp: 3,
+            dynamic_udp: 0,
+            count: 1,
+            tcp: &[],
+            udp: &[],
+            reasons: &["RESOURCE:PORTS"],
+        },
+        RangeCase {
+            name: "the run's range when the instance has none",
+            range: None,
+            used_tcp: &[],
+            static_tcp: &[],
+            dynamic_tcp: 2,
+            dynamic_udp: 1,
+            count: 1,
+            tcp: &[&[49153, 49154]],
+            udp: &[&[49153]],
+            reasons: &[],
+        },
+        RangeCase {
+            name: "udp draws from the instance's range too",
+            range: Some((40000, 40001)),
+            used_tcp: &[],
+            static_tcp: &[],
+            dynamic_tcp: 1,
+            dynamic_udp: 2,
+            count: 1,
+            tcp: &[&[40000]],
+            udp: &[&[40000, 40001]],
+            reasons: &[],
+        },
+        RangeCase {
+            name: "udp exhaustion is RESOURCE:PORTS_UDP",
+            range: Some((40000, 40001)),
+            used_tcp: &[],
+            static_tcp: &[],
+            dynamic_tcp: 0,
+            dynamic_udp: 3,
+            count: 1,
+            tcp: &[],
+            udp: &[],
+            reasons: &["RESOURCE:PORTS_UDP"],
+        },
+        RangeCase {
+            name: "an empty range offers no dynamic port",
+            range: Some((40001, 40000)),
+            used_tcp: &[],
+            static_tcp: &[],
+            dynamic_tcp: 1,
+            dynamic_udp: 0,
+            count: 1,
+            tcp: &[],
+            udp: &[],
+            reasons: &["RESOURCE:PORTS"],
+        },
+        RangeCase {
+            name: "an empty range still takes tasks with static ports only",
+            range: Some((40001, 40000)),
+            used_tcp: &[],
+            static_tcp: &[8080],
+            dynamic_tcp: 0,
+            dynamic_udp: 0,
+            count: 1,
+            tcp: &[&[]],
+            udp: &[&[]],
+            reasons: &[],
+        },
+    ];
+    for c in cases {
+        let mut i = inst(0, ZONE_A, 4096, 4096);
+        i.dynamic_ports = c.range;
+        i.used_tcp_ports.extend_from_slice(c.used_tcp);
+        let snap = ClusterSnapshot { instances: vec![i] };
+        let mut req = task("family:x", 1, 1);
+        req.requirements.static_tcp_ports = c.static_tcp.to_vec();
+        req.requirements.dynamic_tcp_ports = c.dynamic_tcp;
+        req.requirements.dynamic_udp_ports = c.dynamic_udp;
+        req.count = c.count;
+        let p = place(&snap, &req, &NARROW_RUN, &mut rng(1));
+        let general = place_general(&snap, &req, &NARROW_RUN, &mut rng(1));
+        assert_eq!(p, general, "{}: fast path and engine differ", c.name);
+        let tcp: Vec<Vec<u16>> = p
+            .placements
+            .iter()
+            .map(|p| p.dynamic_tcp_ports.clone())
+            .collect();
+        let udp: Vec<Vec<u16>> = p
+            .placements
+            .iter()
+            .map(|p| p.dynamic_udp_ports.clone())
+            .collect();
+        assert_eq!(tcp, c.tcp, "{}", c.name);
+        assert_eq!(udp, c.udp, "{}", c.name);
+        let reasons = p.diagnosis.as_ref().map(Diagnosis::wire_reasons);
+        let expected = (!c.reasons.is_empty()).then(|| c.reasons.to_vec());
+        assert_eq!(reasons, expected, "{}", c.name);
+        // StartTask's check agrees on the first task.
+        let first_fits = !c.tcp.is_empty();
+        assert_eq!(
+            check_instance(&snap, 0, &req, &NARROW_RUN).is_some_and(|r| r.is_empty()),
+            first_fits,
+            "{}: check_instance",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn instances_with_different_ranges_in_one_snapshot() {
+    let snap = ClusterSnapshot {
+        instances: vec![
+            inst(0, ZONE_A, 4096, 4096).with_dynamic_ports(40000, 40009),
+            inst(1, ZONE_A, 4096, 4096).with_dynamic_ports(41000, 41009),
+            inst(2, ZONE_A, 4096, 4096),
+        ],
+    };
+    let mut req = task("service:web", 1, 1);
+    req.requirements.dynamic_tcp_ports = 2;
+    req.strategies = vec![strat("spread", Some("instanceId"))];
+    req.count = 6;
+    let p = place(&snap, &req, &PlacementOptions::default(), &mut rng(3));
+    assert!(p.unplaced.is_empty(), "{:?}", p.diagnosis);
+    let mut by_instance: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
+    for pl in &p.placements {
+        by_instance
+            .entry(pl.instance_index)
+            .or_default()
+            .extend_from_slice(&pl.dynamic_tcp_ports);
+    }
+    for ports in by_instance.values_mut() {
+        ports.sort_unstable();
+    }
+    assert_eq!(
+        by_instance,
+        BTreeMap::from([
+            (0, vec![40000, 40001, 40002, 40003]),
+            (1, vec![41000, 41001, 41002, 41003]),
+            (2, vec![49153, 49154, 49155, 49156]),
+        ])
+    );
+
+    // A run-wide range too small for the task: only the instance with a range of its own can take
+    // it, until that range runs out too.
+    let snap = ClusterSnapshot {
+        instances: vec![
+            inst(0, ZONE_A, 4096, 4096),
+            inst(1, ZONE_A, 4096, 4096).with_dynamic_ports(41000, 41004),
+        ],
+    };
+    let opts = PlacementOptions {
+        dynamic_port_first: 50000,
+        dynamic_port_last: 50000,
+    };
+    let mut req = task("family:x", 1, 1);
+    req.requirements.dynamic_tcp_ports = 2;
+    let one = place(&snap, &req, &opts, &mut rng(1));
+    assert_eq!(one, place_general(&snap, &req, &opts, &mut rng(1)));
+    assert_eq!(targets(&one), vec!["ci-1"]);
+    assert_eq!(
+        one.placements.first().map(|p| p.dynamic_tcp_ports.clone()),
+        Some(vec![41000, 41001])
+    );
+    req.count = 3;
+    let p = place(&snap, &req, &opts, &mut rng(1));
+    assert_eq!(targets(&p), vec!["ci-1", "ci-1"]);
+    assert_eq!(
+        p.placements
+            .iter()
+            .map(|p| p.dynamic_tcp_ports.clone())
+            .collect::<Vec<_>>(),
+        vec![vec![41000, 41001], vec![41002, 41003]]
+    );
+    let d = p.diagnosis.as_ref();
+    assert_eq!(d.map(Diagnosis::wire_reasons), Some(vec!["RESOURCE:PORTS"]));
+    assert_eq!(d.map(|d| d.rejections.len()), Some(2));
+}
+
+#[test]
+fn single_task_path_and_engine_agree_on_instance_ranges() {
+    // Ranges of every kind side by side: the run's, a wide one, a narrow one, one half used, an
+    // empty one.
+    let mut instances = vec![
+        inst(0, "us-east-1a", 4096, 4096),
+        inst(1, "us-east-1b", 4096, 2048).with_dynamic_ports(30000, 39999),
+        inst(2, "us-east-1c", 4096, 1024).with_dynamic_ports(40000, 40001),
+        inst(3, "us-east-1a", 4096, 512).with_dynamic_ports(40000, 40003),
+        inst(4, "us-east-1b", 4096, 256).with_dynamic_ports(40001, 40000),
+    ];
+    instances[3].used_tcp_ports.extend([40000, 40002]);
+    let snap = ClusterSnapshot { instances };
+    let opts = PlacementOptions {
+        dynamic_port_first: 50000,
+        dynamic_port_last: 50001,
+    };
+    let strategies = [
+        vec![strat("binpack", Some("memory"))],
+        vec![strat("random", None)],
+        PlacementStrategy::service_defaults(),
+        vec![],
+    ];
+    for strategies in &strategies {
+        for dynamic in 0..4u16 {
+            for statics in [vec![], vec![40000], vec![50000]] {
+                for seed in 0..8 {
+                    let mut req = task("service:web", 1, 1);
+                    req.strategies = strategies.clone();
+                    req.requirements.dynamic_tcp_ports = dynamic;
+                    req.requirements.static_tcp_ports = statics.clone();
+                    let fast = place(&snap, &req, &opts, &mut rng(seed));
+                    let general = place_general(&snap, &req, &opts, &mut rng(seed));
+                    assert_eq!(fast, general, "{strategies:?} {dynamic} {statics:?} {seed}");
+                }
+            }
+        }
+    }
+}

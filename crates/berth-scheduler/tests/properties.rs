@@ -37,15 +37,28 @@ fn arb_instance() -> impl Strategy<Value = ContainerInstance> {
         prop::bool::weighted(0.9),
         prop::sample::select(vec!["t2.micro", "t2.large", "m5.large"]),
         0u32..3,
+        // The instance's own dynamic port range, mostly none; overlapping the run's, disjoint from
+        // it, narrow, or empty.
+        prop::sample::select(vec![
+            None,
+            None,
+            None,
+            Some((50000u16, 50002u16)),
+            Some((49998, 50001)),
+            Some((50010, 50011)),
+            Some((51000, 51003)),
+            Some((50001, 50000)),
+        ]),
     )
         .prop_map(
-            |(zone, cpu, mem, gpus, tcp, udp, status, agent, itype, web_tasks)| {
+            |(zone, cpu, mem, gpus, tcp, udp, status, agent, itype, web_tasks, dynamic_ports)| {
                 let mut i =
                     inst(0, ZONES[zone], 4096, 4096).with_attribute(ATTR_INSTANCE_TYPE, itype);
                 i.remaining = res(cpu, mem, gpus);
                 i.registered.gpus = 2;
                 i.used_tcp_ports = tcp;
                 i.used_udp_ports = udp;
+                i.dynamic_ports = dynamic_ports;
                 i.status = status;
                 i.agent_connected = agent;
                 for k in 0..web_tasks {
@@ -164,8 +177,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(192))]
 
     /// Replaying a plan one placement at a time, each one is legal at the moment it is made: the
-    /// instance is ACTIVE and connected, every constraint holds, resources suffice, and no host port
-    /// is taken twice. At the end, unplaced tasks really had nowhere to go.
+    /// instance is ACTIVE and connected, every constraint holds, resources suffice, no host port
+    /// is taken twice, and dynamic ports come from the instance's own range (the run's when it has
+    /// none). At the end, unplaced tasks really had nowhere to go.
     #[test]
     fn plans_are_safe(snap in arb_cluster(), req in arb_request(), seed in any::<u64>()) {
         let plan = place(&snap, &req, &RANGE, &mut rng(seed));
@@ -196,8 +210,9 @@ proptest! {
             for port in need.static_udp_ports.iter().chain(&p.dynamic_udp_ports) {
                 prop_assert!(!used_udp.contains(port) && new_udp.insert(*port), "udp port {} twice", port);
             }
+            let (first, last) = i.dynamic_ports.unwrap_or((RANGE.dynamic_port_first, RANGE.dynamic_port_last));
             for port in p.dynamic_tcp_ports.iter().chain(&p.dynamic_udp_ports) {
-                prop_assert!((RANGE.dynamic_port_first..=RANGE.dynamic_port_last).contains(port));
+                prop_assert!((first..=last).contains(port), "port {} outside {}-{}", port, first, last);
             }
             let mut k = 0;
             cur.apply(&req, &one(&plan, p), |_| { k += 1; format!("new-{k}") });

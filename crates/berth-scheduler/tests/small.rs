@@ -66,37 +66,51 @@ fn arb_instance() -> impl Strategy<Value = ContainerInstance> {
         prop::bool::weighted(0.9),
         prop::sample::select(vec!["t2.micro", "t2.large", "m5.large"]),
         prop::collection::vec(0usize..3, 0..3),
+        // The instance's own dynamic port range, mostly none.
+        prop::sample::select(vec![
+            None,
+            None,
+            None,
+            Some((50000u16, 50001u16)),
+            Some((50002, 50005)),
+            Some((49999, 50000)),
+            Some((50001, 50000)),
+        ]),
     )
-        .prop_map(|(zone, cpu, mem, gpus, tcp, status, agent, itype, tasks)| {
-            let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
-            let mut i = inst(0, zones[zone % 3], 0, 0).with_attribute(ATTR_INSTANCE_TYPE, itype);
-            match zone {
-                3 => {
-                    i.attributes.insert(ATTR_AVAILABILITY_ZONE.to_owned(), None);
+        .prop_map(
+            |(zone, cpu, mem, gpus, tcp, status, agent, itype, tasks, dynamic_ports)| {
+                let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+                let mut i =
+                    inst(0, zones[zone % 3], 0, 0).with_attribute(ATTR_INSTANCE_TYPE, itype);
+                match zone {
+                    3 => {
+                        i.attributes.insert(ATTR_AVAILABILITY_ZONE.to_owned(), None);
+                    }
+                    4 => {
+                        i.attributes.remove(ATTR_AVAILABILITY_ZONE);
+                    }
+                    _ => {}
                 }
-                4 => {
-                    i.attributes.remove(ATTR_AVAILABILITY_ZONE);
+                // Few distinct amounts, so that binpack ties too.
+                i.remaining = res(cpu * 512, mem * 512, gpus);
+                i.used_tcp_ports = tcp;
+                i.dynamic_ports = dynamic_ports;
+                i.status = status;
+                i.agent_connected = agent;
+                for (k, g) in tasks.into_iter().enumerate() {
+                    i.tasks.push(TaskOnInstance {
+                        id: format!("pre-{k}"),
+                        group: ["service:web", "service:db", "family:web"][g].into(),
+                        family: "web".into(),
+                        resources: res(0, 0, 0),
+                        tcp_ports: vec![],
+                        udp_ports: vec![],
+                    });
+                    i.running_tasks_count += 1;
                 }
-                _ => {}
-            }
-            // Few distinct amounts, so that binpack ties too.
-            i.remaining = res(cpu * 512, mem * 512, gpus);
-            i.used_tcp_ports = tcp;
-            i.status = status;
-            i.agent_connected = agent;
-            for (k, g) in tasks.into_iter().enumerate() {
-                i.tasks.push(TaskOnInstance {
-                    id: format!("pre-{k}"),
-                    group: ["service:web", "service:db", "family:web"][g].into(),
-                    family: "web".into(),
-                    resources: res(0, 0, 0),
-                    tcp_ports: vec![],
-                    udp_ports: vec![],
-                });
-                i.running_tasks_count += 1;
-            }
-            i
-        })
+                i
+            },
+        )
 }
 
 fn arb_cluster() -> impl Strategy<Value = ClusterSnapshot> {

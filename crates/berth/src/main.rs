@@ -92,6 +92,10 @@ struct AgentArgs {
     /// `ECS_CONTAINER_METADATA_URI_V4` (0 picks a free one).
     #[arg(long, env = "BERTH_METADATA_PORT", default_value_t = berth_agent::metadata::DEFAULT_PORT)]
     metadata_port: u16,
+    /// The range dynamic host ports are drawn from, `first-last`
+    /// (default 49153-65535).
+    #[arg(long, env = "BERTH_DYNAMIC_HOST_PORT_RANGE", value_parser = parse_port_range)]
+    dynamic_host_port_range: Option<(u16, u16)>,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     region: String,
 }
@@ -121,12 +125,15 @@ struct ServerArgs {
     #[arg(long, env = "BERTH_REGISTRY_GC_GRACE", default_value_t = 3600)]
     registry_gc_grace: u64,
     /// Seconds between heartbeats sent down each agent channel.
-    #[arg(long, env = "BERTH_AGENT_HEARTBEAT_SECS", default_value_t = 10)]
+    #[arg(long, env = "BERTH_AGENT_HEARTBEAT_SECS", default_value_t = 2)]
     agent_heartbeat_secs: u64,
     /// Seconds without hearing from an agent before its instance shows
     /// `agentConnected: false` and gets no new tasks.
-    #[arg(long, env = "BERTH_AGENT_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "BERTH_AGENT_TIMEOUT_SECS", default_value_t = 6)]
     agent_timeout_secs: u64,
+    /// Milliseconds between passes of the service controller.
+    #[arg(long, env = "BERTH_SERVICE_INTERVAL_MS", default_value_t = 1000)]
+    service_interval_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -240,11 +247,40 @@ async fn run_server(
         parts.edge.control.clone(),
         std::time::Duration::from_secs(args.agent_timeout_secs.max(1)),
     );
+    spawn_service_controller(
+        parts.edge.control.clone(),
+        std::time::Duration::from_millis(args.service_interval_ms.max(50)),
+    );
     tracing::info!(listen = %local, region = %args.region, "berth server ready");
     // The line scripts wait for; printed on stdout so it is easy to find.
     println!("berth server listening on http://{local}");
     let _ = ready.send(local);
     berth_edge::serve_with_registry(listener, parts.edge, Some(registry), shutdown).await
+}
+
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    berth_model::container_instance::parse_port_range(text).ok_or_else(|| {
+        format!("{text:?} is not a port range first-last with 1 <= first <= last <= 65535")
+    })
+}
+
+/// Runs the service controller every `period`, for good.
+fn spawn_service_controller(control: ControlPlane, period: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let control = control.clone();
+            match tokio::task::spawn_blocking(move || control.reconcile_services()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err.message, "service controller pass failed")
+                }
+                Err(err) => tracing::warn!(error = %err, "service controller task failed"),
+            }
+        }
+    });
 }
 
 /// Checks agent liveness a few times per timeout, for good.
@@ -342,6 +378,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             cleanup_delay: std::time::Duration::from_secs(3 * 60 * 60),
             channel: Default::default(),
             metadata_port: Some(berth_agent::metadata::DEFAULT_PORT),
+            dynamic_port_range: None,
         };
         let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
         println!("berth agent registered as {}", agent.instance_arn());
@@ -392,6 +429,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         cleanup_delay: std::time::Duration::from_secs(args.cleanup_delay_secs),
         channel: Default::default(),
         metadata_port: Some(args.metadata_port),
+        dynamic_port_range: args.dynamic_host_port_range,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
