@@ -13,12 +13,16 @@ use base64::Engine as _;
 use berth_model::task::Task;
 use berth_model::task_definition::TaskDefinition;
 use berth_runtime::{labels, ContainerRuntime, ContainerStatus, LabelFilter, RegistryAuth};
+use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
 use crate::channel::{Channel, ChannelSettings};
 use crate::reconcile::{self, Action, DesiredTask, Observed, Options, ReportedHealth, State};
 use crate::spec::{self, HostSettings};
 use berth_client::{CallError, EcsClient};
+
+/// How many containers one pass launches at once.
+const LAUNCH_CONCURRENCY: usize = 8;
 
 /// Ports the host keeps for itself, as the ECS agent reserves them.
 pub const RESERVED_PORTS: &[u16] = &[22, 2375, 2376, 51678, 51679];
@@ -489,11 +493,25 @@ impl Agent {
                 .iter()
                 .any(|a| matches!(a, Action::Launch { .. } | Action::Start { .. })),
         };
-        for action in actions {
+        // Launches (pull, create, start) run a few at a time; every other
+        // action runs in order.
+        let (launches, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Launch { .. }));
+        for action in rest {
             if let Err(err) = self.execute(&action, &by_arn).await {
                 tracing::warn!(error = %err, ?action, "action failed");
             }
         }
+        let this = &*self;
+        let by_arn = &by_arn;
+        futures_util::stream::iter(launches)
+            .for_each_concurrent(LAUNCH_CONCURRENCY, |action| async move {
+                if let Err(err) = this.execute(&action, by_arn).await {
+                    tracing::warn!(error = %err, ?action, "action failed");
+                }
+            })
+            .await;
         Ok(pass)
     }
 

@@ -365,6 +365,30 @@ fn reconcile_one(
 
     // Carry it out: stops first (they free capacity), then starts.
     let mut stopped = 0;
+    // A task whose instance's agent is lost is replaced by the plan; it is
+    // also told to stop, as ECS does, so that the agent stops it when it
+    // comes back instead of leaving the service above its count.
+    // The same goes for a task whose instance was deregistered.
+    let reachable: HashSet<&str> = planner_instances
+        .iter()
+        .filter(|i| i.agent_connected)
+        .map(|i| i.id.as_str())
+        .collect();
+    for t in &view {
+        if !reachable.contains(t.instance_id.as_str())
+            && t.desired_status == planner::DesiredStatus::Running
+            && t.last_status != planner::TaskStatus::Stopped
+        {
+            stop_task(
+                cx,
+                cluster,
+                &t.id,
+                "Task stopped because the agent of its container instance stopped responding.",
+                "ServiceSchedulerInitiated",
+            )?;
+            stopped += 1;
+        }
+    }
     for stop in &plan.stops {
         stop_task(
             cx,
