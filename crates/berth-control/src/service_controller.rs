@@ -340,6 +340,13 @@ fn reconcile_one(
         .iter()
         .filter_map(|e| crate::query::compile(e).ok())
         .collect();
+    // Instances running unfinished tasks of anything but this service, for
+    // the DAEMON rule that its task leaves a draining instance last.
+    let busy: HashSet<&str> = tasks
+        .iter()
+        .filter(|t| t.group != group && t.task.last_status.as_deref() != Some("STOPPED"))
+        .map(|t| t.instance_id.as_str())
+        .collect();
     let mut planner_instances = Vec::new();
     for i in instances {
         let status = match i.instance.status.as_deref() {
@@ -347,17 +354,12 @@ fn reconcile_one(
             Some("DRAINING") => planner::InstanceStatus::Draining,
             _ => continue,
         };
-        let has_other_tasks = tasks.iter().any(|t| {
-            t.instance_id == i.id
-                && t.group != group
-                && t.task.last_status.as_deref() != Some("STOPPED")
-        });
         planner_instances.push(planner::InstanceState {
             id: i.id.clone(),
             status,
             agent_connected: i.instance.agent_connected.unwrap_or(false),
             satisfies_constraints: filters.iter().all(|f| crate::query::matches(f, i)),
-            has_other_tasks,
+            has_other_tasks: busy.contains(i.id.as_str()),
         });
     }
     let input = to_planner(&stored, now);

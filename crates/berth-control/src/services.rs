@@ -23,7 +23,7 @@ use crate::clusters::active;
 use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, Change};
 use crate::tags::validate_tags;
-use crate::task_definitions::{load_reference, StoredTaskDefinition};
+use crate::task_definitions::{active_task_definition, StoredTaskDefinition};
 use crate::tasks::{parse_constraints, parse_strategies};
 use crate::{include_list, keys, missing, required, Cx};
 
@@ -85,23 +85,6 @@ fn new_deployment(task_definition: &str, desired: i32, launch_type: &str, now: f
         rollout_state: Some("IN_PROGRESS".into()),
         ..Deployment::default()
     }
-}
-
-/// The ACTIVE task definition a reference names, as its ARN.
-fn active_task_definition(cx: &Cx<'_>, reference: &str) -> Result<StoredTaskDefinition, ApiError> {
-    let stored: StoredTaskDefinition = load_reference(cx, reference)?
-        .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
-    if stored.definition.status.as_deref() != Some("ACTIVE") {
-        return Err(ApiError::client(format!(
-            "TaskDefinition is inactive: {}",
-            stored
-                .definition
-                .task_definition_arn
-                .as_deref()
-                .unwrap_or(reference)
-        )));
-    }
-    Ok(stored)
 }
 
 fn validate_deployment_configuration(

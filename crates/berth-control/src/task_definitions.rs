@@ -129,6 +129,27 @@ pub(crate) fn load_reference(
     }
 }
 
+/// The ACTIVE revision a reference names: what RunTask, StartTask and
+/// services may launch. ClientException when it is missing or inactive.
+pub(crate) fn active_task_definition(
+    cx: &Cx<'_>,
+    reference: &str,
+) -> Result<StoredTaskDefinition, ApiError> {
+    let stored = load_reference(cx, reference)?
+        .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
+    if stored.definition.status.as_deref() != Some("ACTIVE") {
+        return Err(ApiError::client(format!(
+            "TaskDefinition is inactive: {}",
+            stored
+                .definition
+                .task_definition_arn
+                .as_deref()
+                .unwrap_or(reference)
+        )));
+    }
+    Ok(stored)
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TaskDefinitionResponse {

@@ -37,7 +37,7 @@ use crate::container_instances::StoredInstance;
 use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::tags::validate_tags;
-use crate::task_definitions::{load_reference, StoredTaskDefinition};
+use crate::task_definitions::active_task_definition;
 use crate::{include_list, keys, missing, required, Cx};
 
 /// The user-visible lifecycle, in order. A reported status only ever moves
@@ -447,19 +447,7 @@ fn prepare(cx: &Cx<'_>, input: LaunchInput<'_>) -> Result<Launch, ApiError> {
             ))
         }
     };
-    let stored: StoredTaskDefinition = load_reference(cx, reference)?
-        .ok_or_else(|| ApiError::client("TaskDefinition not found."))?;
-    if stored.definition.status.as_deref() != Some("ACTIVE") {
-        return Err(ApiError::client(format!(
-            "TaskDefinition is inactive: {}",
-            stored
-                .definition
-                .task_definition_arn
-                .as_deref()
-                .unwrap_or(reference)
-        )));
-    }
-    let td = stored.definition;
+    let td = active_task_definition(cx, reference)?.definition;
     let overrides = overrides.unwrap_or_default();
     let (requirements, ports) = requirements(&td, &overrides)?;
     let tags = tags.unwrap_or_default();

@@ -243,13 +243,19 @@ async fn run_server(
         .control
         .start_task_fanout()
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    spawn_liveness(
-        parts.edge.control.clone(),
-        std::time::Duration::from_secs(args.agent_timeout_secs.max(1)),
+    let control = parts.edge.control.clone();
+    let timeout = args.agent_timeout_secs.max(1) as f64;
+    // Liveness is checked a few times per timeout.
+    spawn_periodic(
+        "agent liveness",
+        std::time::Duration::from_secs_f64((timeout / 4.0).max(0.25)),
+        move || control.check_agents(timeout),
     );
-    spawn_service_controller(
-        parts.edge.control.clone(),
+    let control = parts.edge.control.clone();
+    spawn_periodic(
+        "service controller",
         std::time::Duration::from_millis(args.service_interval_ms.max(50)),
+        move || control.reconcile_services(),
     );
     tracing::info!(listen = %local, region = %args.region, "berth server ready");
     // The line scripts wait for; printed on stdout so it is easy to find.
@@ -264,39 +270,24 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     })
 }
 
-/// Runs the service controller every `period`, for good.
-fn spawn_service_controller(control: ControlPlane, period: std::time::Duration) {
+/// Runs the blocking `job` every `period`, for good; a failed run is
+/// logged and the next one comes at its time.
+fn spawn_periodic<T, F>(what: &'static str, period: std::time::Duration, job: F)
+where
+    F: Fn() -> Result<T, berth_model::ApiError> + Clone + Send + 'static,
+    T: Send + 'static,
+{
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let control = control.clone();
-            match tokio::task::spawn_blocking(move || control.reconcile_services()).await {
+            match tokio::task::spawn_blocking(job.clone()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => {
-                    tracing::warn!(error = %err.message, "service controller pass failed")
+                    tracing::warn!(job = what, error = %err.message, "periodic job failed")
                 }
-                Err(err) => tracing::warn!(error = %err, "service controller task failed"),
-            }
-        }
-    });
-}
-
-/// Checks agent liveness a few times per timeout, for good.
-fn spawn_liveness(control: ControlPlane, timeout: std::time::Duration) {
-    let period = (timeout / 4).max(std::time::Duration::from_millis(250));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let control = control.clone();
-            let secs = timeout.as_secs_f64();
-            match tokio::task::spawn_blocking(move || control.check_agents(secs)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => tracing::warn!(error = %err.message, "agent liveness pass failed"),
-                Err(err) => tracing::warn!(error = %err, "agent liveness task failed"),
+                Err(err) => tracing::warn!(job = what, error = %err, "periodic job panicked"),
             }
         }
     });
