@@ -80,6 +80,9 @@ impl Default for ChannelSettings {
     }
 }
 
+/// The websocket read buffer, bytes.
+const WS_BUFFER: usize = 8 * 1024;
+
 /// What the channel has learned of the tasks placed here.
 #[derive(Debug, Default)]
 struct Known {
@@ -123,6 +126,69 @@ impl Known {
             }
             keep
         });
+    }
+}
+
+impl Known {
+    /// Records in the known copy of a task what a state change the control
+    /// plane acknowledged said, as the control plane now holds it. The
+    /// control plane does not echo an agent's own changes back down the
+    /// channel, and the agent decides what is still to report from this
+    /// copy.
+    fn note_reported(&mut self, body: &Value) {
+        let Some(arn) = body.get("task").and_then(Value::as_str) else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(arn) else {
+            return;
+        };
+        let status = body.get("status").and_then(Value::as_str);
+        match body.get("containerName").and_then(Value::as_str) {
+            Some(name) => {
+                if let Some(c) = task
+                    .containers
+                    .iter_mut()
+                    .flatten()
+                    .find(|c| c.name.as_deref() == Some(name))
+                {
+                    if let Some(status) = status {
+                        advance(&mut c.last_status, status);
+                    }
+                }
+            }
+            None => {
+                if let Some(status) = status {
+                    advance(&mut task.last_status, status);
+                    if task.last_status.as_deref() == Some("STOPPED") {
+                        self.stopped
+                            .entry(arn.to_string())
+                            .or_insert_with(Instant::now);
+                    }
+                }
+            }
+        }
+        if let Some(h) = body.get("healthStatus").and_then(Value::as_str) {
+            task.health_status = Some(h.to_string());
+        }
+        for c in body
+            .get("containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = c.get("containerName").and_then(Value::as_str);
+            let health = c.get("healthStatus").and_then(Value::as_str);
+            if let (Some(name), Some(health)) = (name, health) {
+                if let Some(tc) = task
+                    .containers
+                    .iter_mut()
+                    .flatten()
+                    .find(|tc| tc.name.as_deref() == Some(name))
+                {
+                    tc.health_status = Some(health.to_string());
+                }
+            }
+        }
     }
 }
 
@@ -215,14 +281,40 @@ impl Channel {
         self.outbound
             .send(Outbound::Submit {
                 operation,
-                body,
+                body: body.clone(),
                 reply,
             })
             .ok()?;
         match tokio::time::timeout(self.settings.ack_timeout, answer).await {
-            Ok(Ok(result)) => Some(result),
+            Ok(Ok(result)) => {
+                if result.is_ok() {
+                    self.known.lock().await.note_reported(&body);
+                }
+                Some(result)
+            }
             _ => None,
         }
+    }
+}
+
+/// The order of task and container statuses; a status never goes back.
+fn status_rank(status: Option<&str>) -> u8 {
+    match status.unwrap_or("PROVISIONING") {
+        "PENDING" => 1,
+        "ACTIVATING" => 2,
+        "RUNNING" => 3,
+        "DEACTIVATING" => 4,
+        "STOPPING" => 5,
+        "DEPROVISIONING" => 6,
+        "STOPPED" => 7,
+        _ => 0,
+    }
+}
+
+/// Moves `field` forward to `status`, never back.
+fn advance(field: &mut Option<String>, status: &str) {
+    if status_rank(Some(status)) > status_rank(field.as_deref()) {
+        *field = Some(status.to_string());
     }
 }
 
@@ -315,7 +407,14 @@ async fn session(
     {
         request.headers_mut().insert(name, value);
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    // Small buffers: a frame is a few KiB, and tungstenite zeroes its whole
+    // read buffer on every read (128 KiB by default), which costs CPU and
+    // memory when one process holds thousands of simulated instances.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(WS_BUFFER)
+        .write_buffer_size(0);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
     tracing::info!(endpoint, "channel connected");
     let jitter = settings
         .idle_jitter
@@ -453,5 +552,36 @@ mod tests {
             "arn:aws:ecs:us-east-1:000000000000:container-instance/default/abc",
         );
         assert_eq!(u, "http://127.0.0.1:9480/ws?clusterArn=default&containerInstanceArn=arn%3Aaws%3Aecs%3Aus-east-1%3A000000000000%3Acontainer-instance%2Fdefault%2Fabc");
+    }
+
+    #[test]
+    fn acknowledged_reports_move_the_known_copy_forward_never_back() {
+        let mut k = Known::default();
+        let mut t = task("a", 1, "PENDING");
+        t.containers = Some(vec![berth_model::task::Container {
+            name: Some("app".into()),
+            last_status: Some("PENDING".into()),
+            ..Default::default()
+        }]);
+        k.apply(true, vec![t], Instant::now());
+        k.note_reported(
+            &serde_json::json!({"task": "a", "containerName": "app", "status": "RUNNING"}),
+        );
+        k.note_reported(&serde_json::json!({"task": "a", "status": "RUNNING"}));
+        k.note_reported(&serde_json::json!({"task": "a", "status": "PENDING"}));
+        k.note_reported(&serde_json::json!({"task": "a", "healthStatus": "HEALTHY",
+            "containers": [{"containerName": "app", "healthStatus": "HEALTHY"}]}));
+        k.note_reported(&serde_json::json!({"task": "unknown", "status": "RUNNING"}));
+        let held = &k.tasks["a"];
+        assert_eq!(held.last_status.as_deref(), Some("RUNNING"));
+        assert_eq!(held.health_status.as_deref(), Some("HEALTHY"));
+        let c = held.containers.iter().flatten().next();
+        assert_eq!(c.and_then(|c| c.last_status.as_deref()), Some("RUNNING"));
+        assert_eq!(c.and_then(|c| c.health_status.as_deref()), Some("HEALTHY"));
+        k.note_reported(&serde_json::json!({"task": "a", "status": "STOPPED"}));
+        assert!(
+            k.stopped.contains_key("a"),
+            "a stopped task is forgotten later"
+        );
     }
 }

@@ -4,18 +4,23 @@
 //!
 //! One watcher thread follows every task key in the store from the revision
 //! at which the server started and hands each new version of a task to the
-//! sessions of its instance. A session subscribes before it reads its
-//! snapshot, so nothing written between the two is missed; a version it
-//! sees twice (once in the snapshot, once from the watcher) carries the same
-//! store revision in `Task::version`, which is how the agent keeps the
-//! newest copy.
+//! sessions of its instance. It also keeps an index, instance to the keys
+//! of its unfinished tasks, so that a channel opening reads its snapshot
+//! from a handful of keys instead of scanning the cluster's tasks (a
+//! reconnect storm of thousands of agents must not cost thousands of
+//! scans). A session subscribes and reads the index under the same lock
+//! the watcher dispatches under, and takes as its snapshot revision the
+//! last revision the watcher has fully applied: every later version
+//! reaches it as an update, and a version it sees twice (once in the
+//! snapshot, once from the watcher) carries the same store revision in
+//! `Task::version`, which is how the agent keeps the newest copy.
 //!
 //! Liveness is decided by [`liveness`], a pure function of the instances,
 //! the times they were last heard from and `now`: an instance whose agent
 //! has not been heard from for the timeout has `agentConnected` set false,
 //! and set true again the moment a channel opens.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use berth_model::container_instance::ContainerInstance;
@@ -35,10 +40,46 @@ use crate::{keys, ControlPlane, Cx};
 /// The open sessions of one instance: id and where its updates go.
 type Subscribers = Vec<(u64, mpsc::UnboundedSender<Task>)>;
 
+/// Who receives a task's new versions, and which tasks each instance has.
+#[derive(Debug, Default)]
+struct Routing {
+    sessions: HashMap<String, Subscribers>,
+    /// Instance ARN to the store keys of its unfinished tasks, kept by the
+    /// task watcher.
+    index: HashMap<String, HashSet<String>>,
+    /// The reverse of `index`: task key to its instance ARN.
+    owner: HashMap<String, String>,
+    /// Every revision at or below this one is in `index`; `None` until the
+    /// watcher has seeded it (sessions then read the store instead).
+    applied: Option<i64>,
+}
+
+impl Routing {
+    fn index(&mut self, key: &str, instance: &str) {
+        self.index
+            .entry(instance.to_string())
+            .or_default()
+            .insert(key.to_string());
+        self.owner.insert(key.to_string(), instance.to_string());
+    }
+
+    fn unindex(&mut self, key: &str) {
+        let Some(instance) = self.owner.remove(key) else {
+            return;
+        };
+        if let Some(keys) = self.index.get_mut(&instance) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.index.remove(&instance);
+            }
+        }
+    }
+}
+
 /// Sessions and last-heard times, shared by every connection.
 #[derive(Debug)]
 pub(crate) struct AgentHub {
-    sessions: Mutex<HashMap<String, Subscribers>>,
+    routing: Mutex<Routing>,
     last_heard: Mutex<HashMap<String, f64>>,
     next_id: AtomicU64,
     /// When this control plane started: an agent is given the timeout from
@@ -49,19 +90,30 @@ pub(crate) struct AgentHub {
 impl AgentHub {
     pub(crate) fn new(started_at: f64) -> Self {
         Self {
-            sessions: Mutex::new(HashMap::new()),
+            routing: Mutex::new(Routing::default()),
             last_heard: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             started_at,
         }
     }
 
-    fn dispatch(&self, task: Task) {
-        let Some(instance) = task.container_instance_arn.clone() else {
-            return;
-        };
-        let mut sessions = self.sessions.lock();
-        if let Some(list) = sessions.get_mut(&instance) {
+    /// Records a new version (or the deletion, `task` = `None`) of the task
+    /// at `key`, written at `revision`, and hands it to its instance's
+    /// sessions.
+    fn apply(&self, key: &str, revision: i64, task: Option<Task>) {
+        let mut routing = self.routing.lock();
+        // Other keys of this revision may still come: only the one before
+        // is known to be complete.
+        routing.applied = Some(revision - 1);
+        let instance = task.as_ref().and_then(|t| t.container_instance_arn.clone());
+        let live = task.as_ref().is_some_and(unfinished);
+        routing.unindex(key);
+        let Some(task) = task else { return };
+        let Some(instance) = instance else { return };
+        if live {
+            routing.index(key, &instance);
+        }
+        if let Some(list) = routing.sessions.get_mut(&instance) {
             list.retain(|(_, tx)| tx.send(task.clone()).is_ok());
         }
     }
@@ -71,8 +123,9 @@ impl AgentHub {
     }
 
     fn connected(&self, instance_arn: &str) -> bool {
-        self.sessions
+        self.routing
             .lock()
+            .sessions
             .get(instance_arn)
             .is_some_and(|l| !l.is_empty())
     }
@@ -87,9 +140,9 @@ pub struct AgentSession {
     /// The instance's unfinished tasks, each with `version` set to the store
     /// revision that wrote it.
     pub snapshot: Vec<Task>,
-    /// The store revision read before the snapshot: an update with a
-    /// `version` at or below it is no newer than what the snapshot holds
-    /// and must not be sent after it.
+    /// A revision at or below which the snapshot holds every version: an
+    /// update with a `version` at or below it is no newer than what the
+    /// snapshot holds and must not be sent after it.
     pub snapshot_revision: i64,
     pub updates: mpsc::UnboundedReceiver<Task>,
     id: u64,
@@ -98,11 +151,11 @@ pub struct AgentSession {
 
 impl Drop for AgentSession {
     fn drop(&mut self) {
-        let mut sessions = self.control.inner.agents.sessions.lock();
-        if let Some(list) = sessions.get_mut(&self.container_instance_arn) {
+        let mut routing = self.control.inner.agents.routing.lock();
+        if let Some(list) = routing.sessions.get_mut(&self.container_instance_arn) {
             list.retain(|(id, _)| *id != self.id);
             if list.is_empty() {
-                sessions.remove(&self.container_instance_arn);
+                routing.sessions.remove(&self.container_instance_arn);
             }
         }
     }
@@ -238,12 +291,24 @@ impl ControlPlane {
         let hub = &self.inner.agents;
         let (tx, rx) = mpsc::unbounded_channel();
         let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
-        hub.sessions
-            .lock()
-            .entry(arn.clone())
-            .or_default()
-            .push((id, tx));
-        let session_guard = AgentSession {
+        // Subscribe and read the index in one critical section with the
+        // watcher's dispatch: what the index does not hold yet arrives as
+        // an update.
+        let (indexed, applied) = {
+            let mut routing = hub.routing.lock();
+            routing
+                .sessions
+                .entry(arn.clone())
+                .or_default()
+                .push((id, tx));
+            let keys: Vec<String> = routing
+                .index
+                .get(&arn)
+                .map(|k| k.iter().cloned().collect())
+                .unwrap_or_default();
+            (keys, routing.applied)
+        };
+        let mut session = AgentSession {
             cluster_arn: cx.scope().cluster(&cluster),
             container_instance_arn: arn.clone(),
             snapshot: Vec::new(),
@@ -254,12 +319,27 @@ impl ControlPlane {
         };
         hub.heard(&arn, cx.now());
         self.set_agent_connected(&cluster, &stored.id, true)?;
-        let mut session = session_guard;
-        session.snapshot_revision = cx.store().revision().map_err(state::store_error)?;
-        for kv in scan(cx.store(), &keys::tasks(&cluster))? {
-            let t: StoredTask = state::decode(&kv)?;
-            if t.instance_id == stored.id && unfinished(&t.task) {
-                session.snapshot.push(versioned(t, kv.mod_revision));
+        let mine = |t: &StoredTask| t.instance_id == stored.id && unfinished(&t.task);
+        match applied {
+            Some(applied) => {
+                session.snapshot_revision = applied;
+                for key in indexed {
+                    if let Some(t) = state::get::<StoredTask>(cx.store(), &key)? {
+                        if mine(&t.value) {
+                            session.snapshot.push(versioned(t.value, t.mod_revision));
+                        }
+                    }
+                }
+            }
+            None => {
+                // No watcher (or not seeded yet): read the store itself.
+                session.snapshot_revision = cx.store().revision().map_err(state::store_error)?;
+                for kv in scan(cx.store(), &keys::tasks(&cluster))? {
+                    let t: StoredTask = state::decode(&kv)?;
+                    if mine(&t) {
+                        session.snapshot.push(versioned(t, kv.mod_revision));
+                    }
+                }
             }
         }
         tracing::info!(container_instance = %arn, tasks = session.snapshot.len(), "agent channel opened");
@@ -337,19 +417,40 @@ impl ControlPlane {
         let mut events = store
             .watch("ecs/task/", after)
             .map_err(state::store_error)?;
+        // Seed the index from the store as it is now (at `after` or later);
+        // the watch replays everything after `after` on top, which leaves
+        // every key as its newest version says.
+        let hub = &self.inner.agents;
+        let mut seed = Vec::new();
+        for kv in scan(store.as_ref(), "ecs/task/")? {
+            let t: StoredTask = state::decode(&kv)?;
+            if let Some(arn) = t.task.container_instance_arn.clone() {
+                if unfinished(&t.task) {
+                    hub.routing.lock().index(&kv.key, &arn);
+                }
+            }
+            seed.push((kv.mod_revision, t));
+        }
+        hub.routing.lock().applied = Some(after);
+        self.inner.tasks.seed(seed);
         let control = self.clone();
         std::thread::Builder::new()
             .name("berth-task-fanout".into())
             .spawn(move || {
                 while let Some(event) = events.blocking_recv() {
+                    let agents = &control.inner.agents;
+                    let index = &control.inner.tasks;
+                    let revision = event.kv.mod_revision;
                     if event.kind != EventKind::Put {
+                        index.apply(&event.kv.key, revision, None);
+                        agents.apply(&event.kv.key, revision, None);
                         continue;
                     }
                     match serde_json::from_slice::<StoredTask>(&event.kv.value) {
-                        Ok(t) => control
-                            .inner
-                            .agents
-                            .dispatch(versioned(t, event.kv.mod_revision)),
+                        Ok(t) => {
+                            index.apply(&event.kv.key, revision, Some(&t));
+                            agents.apply(&event.kv.key, revision, Some(versioned(t, revision)))
+                        }
                         Err(err) => {
                             tracing::error!(key = %event.kv.key, error = %err, "undecodable task in the store")
                         }

@@ -7,7 +7,17 @@
 //! ecs/instance/<cluster>/<id>              StoredInstance (JSON)
 //! ecs/task/<cluster>/<id>                  StoredTask (JSON)
 //! ecs/placement/<cluster>                  placement guard, rewritten by every placement
-//! ecs/service/<cluster>/<name>             services (later issues)
+//! ecs/service/<cluster>/<name>             StoredService (JSON)
+//! ecs/service-deployment/<cluster>/<service>/<id>
+//!                                          StoredServiceDeployment (JSON), one per deployment
+//!                                          that CreateService/UpdateService started
+//! ecs/service-deployment-order/<cluster>/<service>/<inverted-created-us:016>/<id>
+//!                                          empty; lists a service's deployments newest first
+//! ecs/service-deployment-link/<cluster>/<service>/<deployment-number>
+//!                                          DeploymentLink (JSON): the record a controller-made
+//!                                          rollback deployment reports to
+//! ecs/service-revision/<cluster>/<service>/<id>
+//!                                          ServiceRevision (JSON), written once
 //! ecs/family/<family>                      FamilyRecord (JSON)
 //! ecs/taskdef/<family>/<revision:010>      StoredTaskDefinition (JSON)
 //! ecs/tdstatus/<family>/<revision:010>     the revision's status, a small index for listing
@@ -16,6 +26,8 @@
 //! ```
 //!
 //! Revisions are zero-padded so that lexical key order is numeric order.
+//! A service deployment's and its revision's `<id>` is the number of the
+//! `ecs-svc/<number>` deployment it follows.
 
 pub const CLUSTERS: &str = "ecs/cluster/";
 pub const FAMILIES: &str = "ecs/family/";
@@ -62,6 +74,33 @@ pub fn service(cluster: &str, name: &str) -> String {
 
 pub fn services(cluster: &str) -> String {
     format!("ecs/service/{cluster}/")
+}
+
+pub fn service_deployment(cluster: &str, service: &str, id: &str) -> String {
+    format!("ecs/service-deployment/{cluster}/{service}/{id}")
+}
+
+/// The listing index of a service's deployments: `inverted` is
+/// `SERVICE_DEPLOYMENT_ORDER_MAX` minus the creation time in microseconds,
+/// so that key order is newest first.
+pub fn service_deployment_order(cluster: &str, service: &str, inverted: u64, id: &str) -> String {
+    format!("ecs/service-deployment-order/{cluster}/{service}/{inverted:016}/{id}")
+}
+
+pub fn service_deployment_orders(cluster: &str, service: &str) -> String {
+    format!("ecs/service-deployment-order/{cluster}/{service}/")
+}
+
+/// The largest creation time (µs) the listing index orders; later times
+/// sort as if they were this one.
+pub const SERVICE_DEPLOYMENT_ORDER_MAX: u64 = 9_999_999_999_999_999;
+
+pub fn service_deployment_link(cluster: &str, service: &str, deployment: &str) -> String {
+    format!("ecs/service-deployment-link/{cluster}/{service}/{deployment}")
+}
+
+pub fn service_revision(cluster: &str, service: &str, id: &str) -> String {
+    format!("ecs/service-revision/{cluster}/{service}/{id}")
 }
 
 pub fn family(family: &str) -> String {

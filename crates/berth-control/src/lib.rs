@@ -21,10 +21,12 @@ mod locks;
 mod paging;
 mod query;
 mod service_controller;
+mod service_deployments;
 mod services;
 mod state;
 mod tags;
 mod task_definitions;
+mod task_index;
 mod tasks;
 
 use std::sync::Arc;
@@ -77,6 +79,7 @@ struct Inner {
     locks: locks::KeyLocks,
     registrations: task_definitions::Combiner,
     agents: agents::AgentHub,
+    tasks: task_index::TaskIndex,
 }
 
 /// Every ECS operation in the service model. The ones Berth does not serve
@@ -170,6 +173,7 @@ impl ControlPlane {
                 locks: locks::KeyLocks::default(),
                 registrations: task_definitions::Combiner::default(),
                 agents: agents::AgentHub::new(clock.now_epoch()),
+                tasks: task_index::TaskIndex::default(),
                 clock,
             }),
         }
@@ -220,6 +224,11 @@ impl ControlPlane {
             "ListServices" => call(body, |r| services::list(&cx, r)),
             "UpdateService" => call(body, |r| services::update(&cx, r)),
             "DeleteService" => call(body, |r| services::delete(&cx, r)),
+            "ListServiceDeployments" => call(body, |r| service_deployments::list(&cx, r)),
+            "DescribeServiceDeployments" => call(body, |r| service_deployments::describe(&cx, r)),
+            "DescribeServiceRevisions" => {
+                call(body, |r| service_deployments::describe_revisions(&cx, r))
+            }
             "RunTask" => call(body, |r| tasks::run(&cx, r)),
             "StartTask" => call(body, |r| tasks::start(&cx, r)),
             "StopTask" => call(body, |r| tasks::stop(&cx, r)),
@@ -274,6 +283,9 @@ impl Cx<'_> {
     }
     pub(crate) fn registrations(&self) -> &task_definitions::Combiner {
         &self.inner.registrations
+    }
+    pub(crate) fn task_index(&self) -> &task_index::TaskIndex {
+        &self.inner.tasks
     }
 }
 

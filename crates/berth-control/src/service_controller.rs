@@ -7,6 +7,7 @@
 //! fails half-way is repaired by the next one.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use berth_model::service::{Deployment as ApiDeployment, ServiceEvent};
 use berth_model::task::Task;
@@ -20,7 +21,7 @@ use crate::container_instances::StoredInstance;
 use crate::services::{deployment_id, StoredService};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::task_definitions::{load_reference, StoredTaskDefinition};
-use crate::tasks::{launch_for_service, stop_task, StoredTask};
+use crate::tasks::{cluster_tasks, launch_for_service, stop_tasks, StoredTask};
 use crate::{keys, Caller, ControlPlane, Cx};
 
 /// At most this many events are kept on a service, newest first.
@@ -240,10 +241,7 @@ impl ControlPlane {
             {
                 continue;
             }
-            let tasks: Vec<StoredTask> = scan(cx.store(), &keys::tasks(&name))?
-                .iter()
-                .map(state::decode)
-                .collect::<Result<_, _>>()?;
+            let tasks = cluster_tasks(&cx, &name)?;
             let instances: Vec<StoredInstance> = scan(cx.store(), &keys::instances(&name))?
                 .iter()
                 .map(state::decode)
@@ -282,7 +280,7 @@ fn reconcile_one(
     cx: &Cx<'_>,
     cluster: &str,
     stored: StoredService,
-    tasks: &[StoredTask],
+    tasks: &[Arc<StoredTask>],
     instances: &[StoredInstance],
 ) -> Result<(usize, usize), ApiError> {
     let now = cx.now();
@@ -366,7 +364,6 @@ fn reconcile_one(
     let plan = planner::plan(&input, &view, &planner_instances, now);
 
     // Carry it out: stops first (they free capacity), then starts.
-    let mut stopped = 0;
     // A task whose instance's agent is lost is replaced by the plan; it is
     // also told to stop, as ECS does, so that the agent stops it when it
     // comes back instead of leaving the service above its count.
@@ -376,31 +373,25 @@ fn reconcile_one(
         .filter(|i| i.agent_connected)
         .map(|i| i.id.as_str())
         .collect();
-    for t in &view {
-        if !reachable.contains(t.instance_id.as_str())
-            && t.desired_status == planner::DesiredStatus::Running
-            && t.last_status != planner::TaskStatus::Stopped
-        {
-            stop_task(
-                cx,
-                cluster,
-                &t.id,
-                "Task stopped because the agent of its container instance stopped responding.",
-                "ServiceSchedulerInitiated",
-            )?;
-            stopped += 1;
-        }
-    }
-    for stop in &plan.stops {
-        stop_task(
-            cx,
-            cluster,
-            &stop.task_id,
-            &stop.reason,
-            "ServiceSchedulerInitiated",
-        )?;
-        stopped += 1;
-    }
+    const LOST: &str =
+        "Task stopped because the agent of its container instance stopped responding.";
+    let mut stops: Vec<(&str, &str)> = view
+        .iter()
+        .filter(|t| {
+            !reachable.contains(t.instance_id.as_str())
+                && t.desired_status == planner::DesiredStatus::Running
+                && t.last_status != planner::TaskStatus::Stopped
+        })
+        .map(|t| (t.id.as_str(), LOST))
+        .collect();
+    let lost: HashSet<&str> = stops.iter().map(|(id, _)| *id).collect();
+    stops.extend(
+        plan.stops
+            .iter()
+            .filter(|s| !lost.contains(s.task_id.as_str()))
+            .map(|s| (s.task_id.as_str(), s.reason.as_str())),
+    );
+    let stopped = stop_tasks(cx, cluster, &stops, "ServiceSchedulerInitiated")?;
     let mut events = plan.events.clone();
     let strategies = stored
         .service
@@ -429,32 +420,27 @@ fn reconcile_one(
     }
     for start in &plan.starts {
         let only = (!start.instance_ids.is_empty()).then_some(start.instance_ids.as_slice());
-        let mut left = start.count;
-        while left > 0 {
-            let n = left.min(10);
-            let (ids, unplaced) = launch_for_service(
-                cx,
-                cluster,
-                &start.task_definition,
-                n,
-                &name,
-                &start.deployment_id,
-                &strategies,
-                &constraints,
-                only,
-            )?;
-            if !ids.is_empty() {
-                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                events.push(planner::events::started_tasks(&name, &refs));
-            }
-            started += ids.len();
-            if let Some(message) = unplaced {
-                events.push(format!("(service {name}) {message}"));
-            }
-            if (ids.len() as u32) < n {
-                break;
-            }
-            left -= n;
+        // One placement for the whole start: the engine places them all
+        // over one snapshot and they are committed in chunks.
+        let (ids, unplaced) = launch_for_service(
+            cx,
+            cluster,
+            &start.task_definition,
+            start.count,
+            &name,
+            &start.deployment_id,
+            &strategies,
+            &constraints,
+            only,
+        )?;
+        // ECS names the tasks it started ten to an event.
+        for chunk in ids.chunks(10) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            events.push(planner::events::started_tasks(&name, &refs));
+        }
+        started += ids.len();
+        if let Some(message) = unplaced {
+            events.push(format!("(service {name}) {message}"));
         }
     }
 
@@ -488,6 +474,7 @@ fn reconcile_one(
             return Ok(Change::Keep(()));
         };
         let before = serde_json::to_value(&s).ok();
+        let original = s.clone();
         let ids_now: Vec<Option<String>> = s
             .service
             .deployments
@@ -542,18 +529,21 @@ fn reconcile_one(
         if svc.scheduling_strategy.as_deref() == Some("DAEMON") {
             svc.desired_count = Some(plan.desired_count as i32);
         }
-        let list = svc.events.get_or_insert_with(Vec::new);
-        for message in &events {
-            list.insert(
-                0,
-                ServiceEvent {
-                    id: Some(uuid::Uuid::new_v4().to_string()),
-                    created_at: Some(now),
-                    message: Some(message.clone()),
-                },
-            );
-        }
+        // Newest first; only the newest MAX_EVENTS are kept, so of a long
+        // batch only its tail is ever turned into events.
+        let fresh = events
+            .iter()
+            .rev()
+            .take(MAX_EVENTS)
+            .map(|message| ServiceEvent {
+                id: Some(uuid::Uuid::new_v4().to_string()),
+                created_at: Some(now),
+                message: Some(message.clone()),
+            });
+        let mut list: Vec<ServiceEvent> = fresh.collect();
+        list.extend(svc.events.take().unwrap_or_default());
         list.truncate(MAX_EVENTS);
+        svc.events = Some(list);
         if plan.can_become_inactive {
             svc.status = Some("INACTIVE".into());
         }
@@ -567,10 +557,13 @@ fn reconcile_one(
             .filter_map(|d| d.id.clone())
             .collect();
         s.controller.failures.retain(|id, _| live.contains(id));
-        if serde_json::to_value(&s).ok() == before {
+        let record_ops = crate::service_deployments::sync_ops(cx, &original, &s, now)?;
+        if record_ops.is_empty() && serde_json::to_value(&s).ok() == before {
             return Ok(Change::Keep(()));
         }
-        Ok(Change::Write(vec![put_op(key.clone(), &s)?], ()))
+        let mut ops = vec![put_op(key.clone(), &s)?];
+        ops.extend(record_ops);
+        Ok(Change::Write(ops, ()))
     })?;
     if started + stopped > 0 || !events.is_empty() {
         tracing::info!(cluster, service = %name, started, stopped, events = events.len(), "service pass");

@@ -2,7 +2,9 @@
 //! and DeleteService. The records live under `ecs/service/<cluster>/<name>`;
 //! every change of what should run (a new task definition, a forced
 //! deployment) starts a new PRIMARY deployment, and the service controller
-//! converges the tasks toward it.
+//! converges the tasks toward it. Each such deployment gets its service
+//! deployment and service revision records (`service_deployments`) in the
+//! same transaction, and every change here brings them up to date.
 
 use std::sync::OnceLock;
 
@@ -23,9 +25,9 @@ use crate::clusters::active;
 use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, Change};
 use crate::tags::validate_tags;
-use crate::task_definitions::{active_task_definition, StoredTaskDefinition};
+use crate::task_definitions::{active_task_definition, load_reference, StoredTaskDefinition};
 use crate::tasks::{parse_constraints, parse_strategies};
-use crate::{include_list, keys, missing, required, Cx};
+use crate::{include_list, keys, missing, required, service_deployments, Cx};
 
 /// A service as stored: the API shape (flattened, so generic readers see
 /// `status` and `launchType` at the top) and the cluster's name.
@@ -49,7 +51,7 @@ fn name_pattern() -> &'static Regex {
 
 /// The service name of a reference: a name, or a service ARN (long form
 /// `service/cluster/name`, or the old `service/name`).
-fn service_name(reference: &str) -> String {
+pub(crate) fn service_name(reference: &str) -> String {
     match Arn::parse(reference) {
         Some(arn) => arn
             .resource_parts()
@@ -415,6 +417,14 @@ pub(crate) fn create(cx: &Cx<'_>, req: CreateServiceRequest) -> Result<ServiceRe
         service,
         controller: Default::default(),
     };
+    let first_deployment = stored
+        .service
+        .deployments
+        .iter()
+        .flatten()
+        .find_map(|d| d.id.clone())
+        .unwrap_or_default();
+    let images = service_deployments::container_images(Some(&td));
     let out = read_modify_write(cx.store(), &key, |cur: Option<StoredService>| {
         if let Some(existing) = cur {
             if existing.service.status.as_deref() != Some("INACTIVE") {
@@ -423,10 +433,15 @@ pub(crate) fn create(cx: &Cx<'_>, req: CreateServiceRequest) -> Result<ServiceRe
                 ));
             }
         }
-        Ok(Change::Write(
-            vec![put_op(key.clone(), &stored)?, put_op(epoch.clone(), &now)?],
-            stored.service.clone(),
-        ))
+        let mut ops = vec![put_op(key.clone(), &stored)?, put_op(epoch.clone(), &now)?];
+        ops.extend(service_deployments::api_ops(
+            cx,
+            None,
+            &stored,
+            Some((&first_deployment, images.clone())),
+            now,
+        )?);
+        Ok(Change::Write(ops, stored.service.clone()))
     })?;
     tracing::info!(cluster = %cluster, service = %name, "service created");
     Ok(ServiceResponse { service: out })
@@ -609,6 +624,7 @@ pub(crate) fn update(cx: &Cx<'_>, req: UpdateServiceRequest) -> Result<ServiceRe
         let mut s = cur.ok_or_else(|| {
             ApiError::new(ErrorCode::ServiceNotFoundException, "Service not found.")
         })?;
+        let before = s.clone();
         let svc = &mut s.service;
         if svc.status.as_deref() != Some("ACTIVE") {
             return Err(ApiError::new(
@@ -671,6 +687,7 @@ pub(crate) fn update(cx: &Cx<'_>, req: UpdateServiceRequest) -> Result<ServiceRe
             || svc.task_definition.as_deref() != Some(td_arn.as_str());
         let launch_type = svc.launch_type.clone().unwrap_or_else(|| "EC2".into());
         let deployments = svc.deployments.get_or_insert_with(Vec::new);
+        let mut started = None;
         if redeploy {
             for d in deployments.iter_mut() {
                 if d.status.as_deref() == Some("PRIMARY") {
@@ -678,7 +695,15 @@ pub(crate) fn update(cx: &Cx<'_>, req: UpdateServiceRequest) -> Result<ServiceRe
                     d.updated_at = Some(now);
                 }
             }
-            deployments.insert(0, new_deployment(&td_arn, desired, &launch_type, now));
+            let deployment = new_deployment(&td_arn, desired, &launch_type, now);
+            let images = match &new_td {
+                Some(td) => service_deployments::container_images(Some(td)),
+                None => {
+                    service_deployments::container_images(load_reference(cx, &td_arn)?.as_ref())
+                }
+            };
+            started = deployment.id.clone().map(|id| (id, images));
+            deployments.insert(0, deployment);
         } else if let Some(primary) = deployments
             .iter_mut()
             .find(|d| d.status.as_deref() == Some("PRIMARY"))
@@ -722,8 +747,18 @@ pub(crate) fn update(cx: &Cx<'_>, req: UpdateServiceRequest) -> Result<ServiceRe
         if req.availability_zone_rebalancing.is_some() {
             svc.availability_zone_rebalancing = req.availability_zone_rebalancing.clone();
         }
+        let mut ops = vec![put_op(key.clone(), &s)?];
+        ops.extend(service_deployments::api_ops(
+            cx,
+            Some(&before),
+            &s,
+            started
+                .as_ref()
+                .map(|(id, images)| (id.as_str(), images.clone())),
+            now,
+        )?);
         let out = s.service.clone();
-        Ok(Change::Write(vec![put_op(key.clone(), &s)?], out))
+        Ok(Change::Write(ops, out))
     })?;
     tracing::info!(cluster = %cluster, service = %name, "service updated");
     Ok(ServiceResponse { service: out })
@@ -746,6 +781,7 @@ pub(crate) fn delete(cx: &Cx<'_>, req: DeleteServiceRequest) -> Result<ServiceRe
         let mut s = cur.ok_or_else(|| {
             ApiError::new(ErrorCode::ServiceNotFoundException, "Service not found.")
         })?;
+        let before = s.clone();
         let svc = &mut s.service;
         match svc.status.as_deref() {
             Some("ACTIVE") => {}
@@ -769,8 +805,16 @@ pub(crate) fn delete(cx: &Cx<'_>, req: DeleteServiceRequest) -> Result<ServiceRe
             d.desired_count = Some(0);
             d.updated_at = Some(now);
         }
+        let mut ops = vec![put_op(key.clone(), &s)?];
+        ops.extend(service_deployments::api_ops(
+            cx,
+            Some(&before),
+            &s,
+            None,
+            now,
+        )?);
         let out = s.service.clone();
-        Ok(Change::Write(vec![put_op(key.clone(), &s)?], out))
+        Ok(Change::Write(ops, out))
     })?;
     tracing::info!(cluster = %cluster, service = %name, "service deleted (draining)");
     Ok(ServiceResponse { service: out })

@@ -11,6 +11,7 @@
 //! A status never moves backwards.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use berth_model::arn::Arn;
 use berth_model::cluster::Failure;
@@ -27,7 +28,7 @@ use berth_scheduler::model::{
     TaskRequirements,
 };
 use berth_scheduler::{PlacementConstraint, PlacementStrategy};
-use berth_store::{Compare, Op};
+use berth_store::{Compare, Op, Txn};
 use rand::SeedableRng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -106,13 +107,24 @@ fn resource_ports(resources: &[Resource], name: &str) -> Vec<u16> {
 
 /// The cluster as the placement engine sees it, and each instance's stored
 /// record by snapshot index.
+/// Every task of `cluster`: from the in-memory index when it is seeded,
+/// else from the store.
+pub(crate) fn cluster_tasks(cx: &Cx<'_>, cluster: &str) -> Result<Vec<Arc<StoredTask>>, ApiError> {
+    if let Some(tasks) = cx.task_index().cluster(cluster) {
+        return Ok(tasks);
+    }
+    scan(cx.store(), &keys::tasks(cluster))?
+        .iter()
+        .map(|kv| state::decode(kv).map(Arc::new))
+        .collect()
+}
+
 fn snapshot(
     cx: &Cx<'_>,
     cluster: &str,
 ) -> Result<(ClusterSnapshot, Vec<StoredInstance>), ApiError> {
-    let mut tasks_by_instance: HashMap<String, Vec<StoredTask>> = HashMap::new();
-    for kv in scan(cx.store(), &keys::tasks(cluster))? {
-        let t: StoredTask = state::decode(&kv)?;
+    let mut tasks_by_instance: HashMap<String, Vec<Arc<StoredTask>>> = HashMap::new();
+    for t in cluster_tasks(cx, cluster)? {
         if t.holds_resources() {
             tasks_by_instance
                 .entry(t.instance_id.clone())
@@ -621,12 +633,32 @@ fn new_task(
     }
 }
 
-/// Places `launch` on the instances `only` allows (all when `None`) and
-/// commits the new tasks; returns them and the failures.
 /// Tasks placed, failures as RunTask lists them, and the placement
 /// engine's sentence on why tasks went unplaced (for service events).
 type Placed = (Vec<StoredTask>, Vec<Failure>, Option<String>);
 
+/// The most new tasks one store transaction carries. A service start of
+/// thousands is placed in one run of the placement engine and committed in
+/// transactions of this size, so agents get the first tasks while the rest
+/// are still being written and no transaction grows without bound.
+const COMMIT_CHUNK: usize = 500;
+
+/// How often a placement is recomputed when its first commit loses a race.
+const PLACEMENT_ATTEMPTS: usize = 16;
+
+/// Places `launch` on the instances `only` allows (all when `None`) and
+/// commits the new tasks; returns them and the failures.
+///
+/// Placement runs once over one snapshot, under the cluster's placement
+/// lock. Every commit is guarded on the cluster record and on the
+/// placement key (which every placement rewrites), so two placements can
+/// never spend the same capacity. Up to [`COMMIT_CHUNK`] tasks go in one
+/// transaction; when more were placed, each further chunk is guarded on
+/// the revision the previous chunk wrote. If a later chunk loses its guard
+/// (the cluster changed, or a placement in another process got in), the
+/// tasks already committed are returned and the rest dropped, with a
+/// message: each committed chunk is whole, and the service controller
+/// that asked for many is level-driven and asks again.
 fn place_and_commit(
     cx: &Cx<'_>,
     launch: &Launch,
@@ -637,7 +669,13 @@ fn place_and_commit(
     let cluster_key = keys::cluster(cluster);
     let _guard = cx.locks().lock(&placement_key);
     let seed: u64 = rand::random();
-    read_modify_write(cx.store(), &placement_key, |_: Option<Value>| {
+    for _ in 0..PLACEMENT_ATTEMPTS {
+        let started = std::time::Instant::now();
+        let placement_rev = cx
+            .store()
+            .get(&placement_key)
+            .map_err(state::store_error)?
+            .map_or(0, |kv| kv.mod_revision);
         let cluster_rev = match cx.store().get(&cluster_key).map_err(state::store_error)? {
             Some(kv) => kv.mod_revision,
             None => return Err(ApiError::cluster_not_found()),
@@ -655,6 +693,7 @@ fn place_and_commit(
                 "No Container Instances were found in your cluster.",
             ));
         }
+        let snapshot_ms = started.elapsed().as_millis();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let plan = berth_scheduler::place(
             &snap,
@@ -663,7 +702,7 @@ fn place_and_commit(
             &mut rng,
         );
         tracing::debug!(cluster = %cluster, seed, placed = plan.placements.len(), unplaced = plan.unplaced.len(), "placement");
-        let mut tasks = Vec::new();
+        let mut tasks = Vec::with_capacity(plan.placements.len());
         for p in &plan.placements {
             let Some(record) = records.get(p.instance_index) else {
                 continue;
@@ -690,31 +729,76 @@ fn place_and_commit(
                 }
             }
         }
-        if tasks.is_empty() {
-            return Ok(Change::Keep((tasks, failures, message)));
+        let placed_ms = started.elapsed().as_millis();
+        let mut committed = 0;
+        let mut guard_rev = placement_rev;
+        for chunk in tasks.chunks(COMMIT_CHUNK) {
+            let mut ops = Vec::with_capacity(chunk.len() + 2);
+            for t in chunk {
+                ops.push(put_op(keys::task(cluster, &t.id), t)?);
+            }
+            ops.push(Op::Put {
+                key: placement_key.clone(),
+                value: b"{}".to_vec(),
+            });
+            ops.push(Op::Put {
+                key: keys::cluster_epoch(cluster),
+                value: b"task".to_vec(),
+            });
+            let result = cx
+                .store()
+                .txn(Txn {
+                    compares: vec![
+                        Compare::ModRevision {
+                            key: cluster_key.clone(),
+                            revision: cluster_rev,
+                        },
+                        Compare::ModRevision {
+                            key: placement_key.clone(),
+                            revision: guard_rev,
+                        },
+                    ],
+                    success: ops,
+                    failure: Vec::new(),
+                })
+                .map_err(state::store_error)?;
+            if !result.succeeded {
+                break;
+            }
+            for t in chunk {
+                cx.task_index().put(result.revision, t);
+            }
+            guard_rev = result.revision;
+            committed += chunk.len();
         }
-        let mut ops = Vec::with_capacity(tasks.len() + 2);
-        for t in &tasks {
-            ops.push(put_op(keys::task(cluster, &t.id), t)?);
+        if tasks.len() > COMMIT_CHUNK {
+            tracing::info!(cluster = %cluster, tasks = tasks.len(), committed, snapshot_ms, placed_ms, total_ms = started.elapsed().as_millis(), "large placement");
         }
-        ops.push(Op::Put {
-            key: placement_key.clone(),
-            value: b"{}".to_vec(),
-        });
-        ops.push(Op::Put {
-            key: keys::cluster_epoch(cluster),
-            value: b"task".to_vec(),
-        });
-        let guard = Compare::ModRevision {
-            key: cluster_key.clone(),
-            revision: cluster_rev,
-        };
-        Ok(Change::WriteGuarded(
-            vec![guard],
-            ops,
-            (tasks, failures, message),
-        ))
-    })
+        if committed == 0 && !tasks.is_empty() {
+            if cx
+                .store()
+                .get(&cluster_key)
+                .map_err(state::store_error)?
+                .is_none()
+            {
+                return Err(ApiError::cluster_not_found());
+            }
+            tracing::debug!(cluster = %cluster, "placement lost a race, placing again");
+            continue;
+        }
+        if committed < tasks.len() {
+            tracing::info!(cluster = %cluster, committed, placed = tasks.len(), "placement cut short by a concurrent change");
+            tasks.truncate(committed);
+            message.get_or_insert_with(|| {
+                "the cluster changed while tasks were being placed; the rest are placed again"
+                    .to_string()
+            });
+        }
+        return Ok((tasks, failures, message));
+    }
+    Err(ApiError::server(
+        "too much contention on a resource, try again",
+    ))
 }
 
 #[derive(Deserialize)]
@@ -954,6 +1038,29 @@ pub(crate) fn stop(cx: &Cx<'_>, req: StopTaskRequest) -> Result<TaskResponse, Ap
     Ok(TaskResponse { task })
 }
 
+/// Marks `t` as asked to stop; false when it already was (asking twice
+/// changes nothing).
+fn mark_stop(t: &mut StoredTask, reason: &str, stop_code: &str, now: f64) -> bool {
+    if t.task.desired_status.as_deref() == Some("STOPPED") {
+        return false;
+    }
+    t.task.desired_status = Some("STOPPED".into());
+    t.task.stop_code = Some(stop_code.into());
+    t.task.stopped_reason = Some(reason.to_string());
+    t.task.version = Some(t.task.version.unwrap_or(1) + 1);
+    // A task no agent has taken yet stops at once: nothing runs.
+    if t.last_status() == "PROVISIONING" {
+        t.task.last_status = Some("STOPPED".into());
+        t.task.stopping_at = Some(now);
+        t.task.stopped_at = Some(now);
+        t.task.execution_stopped_at = Some(now);
+        for c in t.task.containers.iter_mut().flatten() {
+            c.last_status = Some("STOPPED".into());
+        }
+    }
+    true
+}
+
 /// Asks task `id` of `cluster` to stop, with a reason and a stop code
 /// (UserInitiated for StopTask, ServiceSchedulerInitiated for the service
 /// controller). Asking twice changes nothing.
@@ -969,27 +1076,82 @@ pub(crate) fn stop_task(
     let out = read_modify_write(cx.store(), &key, |cur: Option<StoredTask>| {
         let mut t =
             cur.ok_or_else(|| ApiError::invalid_parameter("The referenced task was not found."))?;
-        if t.task.desired_status.as_deref() == Some("STOPPED") {
+        if !mark_stop(&mut t, reason, stop_code, now) {
             return Ok(Change::Keep(t));
-        }
-        t.task.desired_status = Some("STOPPED".into());
-        t.task.stop_code = Some(stop_code.into());
-        t.task.stopped_reason = Some(reason.to_string());
-        t.task.version = Some(t.task.version.unwrap_or(1) + 1);
-        // A task no agent has taken yet stops at once: nothing runs.
-        if t.last_status() == "PROVISIONING" {
-            t.task.last_status = Some("STOPPED".into());
-            t.task.stopping_at = Some(now);
-            t.task.stopped_at = Some(now);
-            t.task.execution_stopped_at = Some(now);
-            for c in t.task.containers.iter_mut().flatten() {
-                c.last_status = Some("STOPPED".into());
-            }
         }
         Ok(Change::Write(vec![put_op(key.clone(), &t)?], t))
     })?;
     tracing::info!(cluster = %cluster, task = %id, stop_code, "task stop requested");
     Ok(out.task)
+}
+
+/// [`stop_task`] for many tasks (id, reason) at once, up to
+/// [`COMMIT_CHUNK`] to a transaction, each task guarded on the revision it
+/// was read at; a chunk that loses a race is redone task by task. Tasks
+/// that are gone are skipped. Returns how many were newly asked to stop.
+pub(crate) fn stop_tasks(
+    cx: &Cx<'_>,
+    cluster: &str,
+    stops: &[(&str, &str)],
+    stop_code: &str,
+) -> Result<usize, ApiError> {
+    let now = cx.now();
+    let mut asked = 0;
+    for chunk in stops.chunks(COMMIT_CHUNK) {
+        let mut compares = Vec::with_capacity(chunk.len());
+        let mut ops = Vec::with_capacity(chunk.len());
+        let mut marked = Vec::with_capacity(chunk.len());
+        for (id, reason) in chunk {
+            let key = keys::task(cluster, id);
+            let Some(cur) = state::get::<StoredTask>(cx.store(), &key)? else {
+                continue;
+            };
+            let mut t = cur.value;
+            if !mark_stop(&mut t, reason, stop_code, now) {
+                continue;
+            }
+            ops.push(put_op(key.clone(), &t)?);
+            compares.push(Compare::ModRevision {
+                key,
+                revision: cur.mod_revision,
+            });
+            marked.push(t);
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        let n = ops.len();
+        let result = cx
+            .store()
+            .txn(Txn {
+                compares,
+                success: ops,
+                failure: Vec::new(),
+            })
+            .map_err(state::store_error)?;
+        if result.succeeded {
+            for t in &marked {
+                cx.task_index().put(result.revision, t);
+            }
+            asked += n;
+            continue;
+        }
+        for (id, reason) in chunk {
+            match stop_task(cx, cluster, id, reason, stop_code) {
+                Ok(_) => asked += 1,
+                Err(e) if e.code == ErrorCode::InvalidParameterException => continue,
+                Err(e) => return Err(e),
+            }
+            // Write through, so the next pass sees the stop.
+            if let Some(t) = state::get::<StoredTask>(cx.store(), &keys::task(cluster, id))? {
+                cx.task_index().put(t.mod_revision, &t.value);
+            }
+        }
+    }
+    if asked > 0 {
+        tracing::info!(cluster = %cluster, asked, stop_code, "task stops requested");
+    }
+    Ok(asked)
 }
 
 #[derive(Deserialize)]
@@ -1075,10 +1237,9 @@ pub(crate) fn list(cx: &Cx<'_>, req: ListTasksRequest) -> Result<ListTasksRespon
         .map(|s| format!("service:{}", s.rsplit('/').next().unwrap_or(s)));
     let prefix = keys::tasks(&cluster);
     let start_after = decode_token(req.next_token.as_deref(), &prefix)?;
-    let (task_arns, next_token) = page(cx.store(), &prefix, start_after, limit, |kv| {
-        let t: StoredTask = state::decode(kv)?;
+    let keep = |t: &StoredTask| {
         let task_desired = t.task.desired_status.as_deref().unwrap_or("RUNNING");
-        let keep = task_desired == desired
+        task_desired == desired
             && instance.as_ref().is_none_or(|i| *i == t.instance_id)
             && req.family.as_ref().is_none_or(|f| *f == t.family)
             && req
@@ -1089,8 +1250,35 @@ pub(crate) fn list(cx: &Cx<'_>, req: ListTasksRequest) -> Result<ListTasksRespon
             && req
                 .launch_type
                 .as_ref()
-                .is_none_or(|l| Some(l) == t.task.launch_type.as_ref());
-        Ok(keep.then(|| t.task.task_arn.unwrap_or_default()))
+                .is_none_or(|l| Some(l) == t.task.launch_type.as_ref())
+    };
+    // From the in-memory index when it is seeded (an agent's fallback poll
+    // must not cost a scan of the cluster), else from the store.
+    if let Some(matching) = cx.task_index().select(&cluster, keep) {
+        let after = start_after.as_deref().and_then(|k| k.strip_prefix(&prefix));
+        let mut rest = matching
+            .iter()
+            .filter(|t| after.is_none_or(|a| t.id.as_str() > a))
+            .peekable();
+        let mut task_arns = Vec::new();
+        let mut last = None;
+        while task_arns.len() < limit {
+            let Some(t) = rest.next() else { break };
+            task_arns.push(t.task.task_arn.clone().unwrap_or_default());
+            last = Some(keys::task(&cluster, &t.id));
+        }
+        let next_token = match (rest.peek(), last) {
+            (Some(_), Some(key)) => Some(crate::paging::encode_token(&key)),
+            _ => None,
+        };
+        return Ok(ListTasksResponse {
+            task_arns,
+            next_token,
+        });
+    }
+    let (task_arns, next_token) = page(cx.store(), &prefix, start_after, limit, |kv| {
+        let t: StoredTask = state::decode(kv)?;
+        Ok(keep(&t).then(|| t.task.task_arn.unwrap_or_default()))
     })?;
     Ok(ListTasksResponse {
         task_arns,

@@ -23,6 +23,7 @@ use berth_control::{AgentSession, Caller};
 use berth_model::channel::{ErrorBody, Frame, MessageRef, Payload, StateChange};
 use berth_model::task::Task;
 use berth_model::ApiError;
+use tokio::sync::mpsc;
 
 use crate::{auth, wire, Edge};
 
@@ -97,7 +98,12 @@ pub(crate) async fn handle(
         Ok(s) => s,
         Err(err) => return wire::json_error(&err, &request_id),
     };
+    // Small buffers: frames are a few KiB, thousands of agents hold a
+    // channel each, and tungstenite zeroes the whole read buffer on every
+    // read (128 KiB by default).
     upgrade
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| run(socket, edge, caller, session))
         .into_response()
 }
@@ -159,12 +165,36 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
     let _open = OpenGauge(edge.clone());
     let mut unacked: HashMap<String, Instant> = HashMap::new();
     let snapshot = std::mem::take(&mut session.snapshot);
+    // What the agent was last told of each task: a new version is sent
+    // only when it changes what the agent must do (its desired status, or
+    // that the task is finished). The agent's own state changes coming back
+    // as new versions are not echoed to it.
+    let mut told: HashMap<String, Told> = snapshot.iter().filter_map(what_told).collect();
     let id = conn.next_id();
     let full = payload(&session, id.clone(), true, snapshot);
     if !conn.send(&full).await {
         return;
     }
     unacked.insert(id, Instant::now());
+    // State changes are applied in arrival order by one worker per
+    // channel, so this loop keeps reading acks and heartbeats while the
+    // store is busy; their replies come back through `replies`.
+    let (work_tx, mut work_rx) = mpsc::unbounded_channel::<(&'static str, StateChange)>();
+    let (reply_tx, mut replies) = mpsc::unbounded_channel::<Frame>();
+    let worker = {
+        let edge = edge.clone();
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            while let Some((operation, change)) = work_rx.recv().await {
+                let reply = submit(&edge, &caller, operation, change).await;
+                if reply_tx.send(reply).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let _worker = AbortOnDrop(worker);
+    let mut last_heard = Instant::now();
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -177,6 +207,18 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
                     tasks.push(t);
                 }
                 tasks.retain(|t| t.version.unwrap_or(i64::MAX) > session.snapshot_revision);
+                tasks.retain(|t| match what_told(t) {
+                    Some((arn, now)) => {
+                        let news = told.get(&arn) != Some(&now);
+                        if now.1 {
+                            told.remove(&arn);
+                        } else {
+                            told.insert(arn, now);
+                        }
+                        news
+                    }
+                    None => true,
+                });
                 if tasks.is_empty() {
                     continue;
                 }
@@ -194,10 +236,12 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
                     Some(Err(_)) => break "receive failed",
                     Some(Ok(_)) => {
                         edge.control.agent_heard(&instance);
+                        last_heard = Instant::now();
                         continue;
                     }
                 };
                 edge.control.agent_heard(&instance);
+                last_heard = Instant::now();
                 let frame = Frame::from_text(text.as_str());
                 if let Ok(f) = &frame {
                     edge.metrics.frame("up", frame_type(f));
@@ -208,16 +252,10 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
                     }
                     Ok(Frame::HeartbeatAck(_)) => {}
                     Ok(Frame::TaskStateChange(change)) => {
-                        let reply = submit(&edge, &caller, "SubmitTaskStateChange", change).await;
-                        if !conn.send(&reply).await {
-                            break "send failed";
-                        }
+                        let _ = work_tx.send(("SubmitTaskStateChange", change));
                     }
                     Ok(Frame::ContainerStateChange(change)) => {
-                        let reply = submit(&edge, &caller, "SubmitContainerStateChange", change).await;
-                        if !conn.send(&reply).await {
-                            break "send failed";
-                        }
+                        let _ = work_tx.send(("SubmitContainerStateChange", change));
                     }
                     Ok(other) => {
                         tracing::debug!(container_instance = %instance, frame = ?other, "unexpected frame from an agent");
@@ -227,9 +265,21 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
                     }
                 }
             }
+            Some(reply) = replies.recv() => {
+                if !conn.send(&reply).await {
+                    break "send failed";
+                }
+            }
             _ = heartbeat.tick() => {
+                // A payload unacknowledged for three heartbeats, from an
+                // agent silent as long, means the connection is dead or
+                // stuck: close it, and the agent reconnects for a full
+                // snapshot. An agent still talking is only slow (both ends
+                // busy): it gets ten times as long before its channel is
+                // reset.
                 let limit = settings.heartbeat * 3;
-                if unacked.values().any(|sent| sent.elapsed() > limit) {
+                let overdue = |limit| unacked.values().any(|sent: &Instant| sent.elapsed() > limit);
+                if (overdue(limit) && last_heard.elapsed() > limit) || overdue(limit * 10) {
                     break "a payload went unacknowledged";
                 }
                 let frame = Frame::HeartbeatMessage(MessageRef { message_id: conn.next_id() });
@@ -241,6 +291,25 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
     };
     tracing::info!(container_instance = %instance, reason, "agent channel closed");
     let _ = conn.socket.send(Message::Close(None)).await;
+}
+
+/// What an agent was told of a task: its desired status, and whether it is
+/// finished (STOPPED).
+type Told = (Option<String>, bool);
+
+fn what_told(task: &Task) -> Option<(String, Told)> {
+    let arn = task.task_arn.clone()?;
+    let finished = task.last_status.as_deref() == Some("STOPPED");
+    Some((arn, (task.desired_status.clone(), finished)))
+}
+
+/// Aborts a spawned task when dropped, so a channel's worker ends with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn payload(session: &AgentSession, message_id: String, full: bool, tasks: Vec<Task>) -> Frame {

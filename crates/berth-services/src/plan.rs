@@ -1,7 +1,7 @@
 //! The controller's decision: one pure function of the service, its tasks, the instances and `now`.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use crate::events;
 use crate::model::{
@@ -125,28 +125,106 @@ impl<'a> Stops<'a> {
 
 /// Scale-in order among `cands`: not healthy first, then from the instance with the most live tasks
 /// of the service (`load`, updated as tasks are picked), then the newest, then by id.
+///
+/// O(n log n): within one instance the order does not depend on `load`, so each instance's
+/// candidates are sorted once, and a heap over instances (keyed by the instance's next candidate
+/// and its current load) yields the next task to stop; only the picked instance's key changes.
 fn pick<'a>(
-    mut cands: Vec<Live<'a>>,
+    cands: Vec<Live<'a>>,
     count: usize,
     load: &mut BTreeMap<&'a str, u32>,
 ) -> Vec<Live<'a>> {
-    let mut out = Vec::new();
-    while out.len() < count && !cands.is_empty() {
-        let mut best = 0;
-        for i in 1..cands.len() {
-            if better_to_stop(&cands[i], &cands[best], load) == Ordering::Greater {
-                best = i;
-            }
+    let mut groups: BTreeMap<&'a str, Vec<Live<'a>>> = BTreeMap::new();
+    for c in cands {
+        groups.entry(c.instance.id.as_str()).or_default().push(c);
+    }
+    // Ascending, so that each group's next pick is its last element.
+    for group in groups.values_mut() {
+        group.sort_by(|a, b| better_within(a, b));
+    }
+    let load_of =
+        |load: &BTreeMap<&'a str, u32>, instance: &str| load.get(instance).copied().unwrap_or(0);
+    let mut heap = BinaryHeap::new();
+    for (instance, group) in &groups {
+        if let Some(next) = group.last() {
+            heap.push(StopKey::of(next, load_of(load, instance), instance));
         }
-        let chosen = cands.swap_remove(best);
-        if let Some(n) = load.get_mut(chosen.instance.id.as_str()) {
+    }
+    let mut out = Vec::new();
+    while out.len() < count {
+        let Some(top) = heap.pop() else { break };
+        let Some(group) = groups.get_mut(top.instance) else {
+            continue;
+        };
+        let Some(chosen) = group.pop() else { continue };
+        if let Some(n) = load.get_mut(top.instance) {
             *n = n.saturating_sub(1);
+        }
+        if let Some(next) = group.last() {
+            heap.push(StopKey::of(next, load_of(load, top.instance), top.instance));
         }
         out.push(chosen);
     }
     out
 }
 
+/// The part of [`better_to_stop`] that does not depend on the instance's load.
+fn better_within(a: &Live<'_>, b: &Live<'_>) -> Ordering {
+    let healthy = |l: &Live<'_>| l.health == Health::Healthy;
+    healthy(b)
+        .cmp(&healthy(a))
+        .then_with(|| a.task.created_at.total_cmp(&b.task.created_at))
+        .then_with(|| b.task.id.cmp(&a.task.id))
+}
+
+/// An instance's next scale-in candidate with the instance's load, ordered as
+/// [`better_to_stop`] orders tasks (greatest = stop first).
+struct StopKey<'a> {
+    unhealthy: bool,
+    load: u32,
+    created_at: f64,
+    task_id: &'a str,
+    instance: &'a str,
+}
+
+impl<'a> StopKey<'a> {
+    fn of(l: &Live<'a>, load: u32, instance: &'a str) -> Self {
+        StopKey {
+            unhealthy: l.health != Health::Healthy,
+            load,
+            created_at: l.task.created_at,
+            task_id: l.task.id.as_str(),
+            instance,
+        }
+    }
+}
+
+impl Ord for StopKey<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.unhealthy
+            .cmp(&other.unhealthy)
+            .then_with(|| self.load.cmp(&other.load))
+            .then_with(|| self.created_at.total_cmp(&other.created_at))
+            .then_with(|| other.task_id.cmp(self.task_id))
+            .then_with(|| other.instance.cmp(self.instance))
+    }
+}
+
+impl PartialOrd for StopKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for StopKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for StopKey<'_> {}
+
+#[cfg(test)]
 fn better_to_stop(a: &Live<'_>, b: &Live<'_>, load: &BTreeMap<&str, u32>) -> Ordering {
     let healthy = |l: &Live<'_>| l.health == Health::Healthy;
     let load_of = |l: &Live<'_>| load.get(l.instance.id.as_str()).copied().unwrap_or(0);
@@ -632,4 +710,96 @@ pub fn plan(
                 || (t.desired_status == DesiredStatus::Stopped && connected(t).is_none())
         });
     out
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::*;
+    use crate::model::{DesiredStatus, HealthStatus, InstanceStatus, TaskStatus};
+    use proptest::prelude::*;
+
+    /// The definition of the scale-in order: pick the best task, one at a time, over all of them.
+    fn naive<'a>(
+        mut cands: Vec<Live<'a>>,
+        count: usize,
+        load: &mut BTreeMap<&'a str, u32>,
+    ) -> Vec<Live<'a>> {
+        let mut out = Vec::new();
+        while out.len() < count && !cands.is_empty() {
+            let mut best = 0;
+            for i in 1..cands.len() {
+                if better_to_stop(&cands[i], &cands[best], load) == Ordering::Greater {
+                    best = i;
+                }
+            }
+            let chosen = cands.swap_remove(best);
+            if let Some(n) = load.get_mut(chosen.instance.id.as_str()) {
+                *n = n.saturating_sub(1);
+            }
+            out.push(chosen);
+        }
+        out
+    }
+
+    fn task(id: usize, instance: usize, created_at: u8) -> ServiceTask {
+        ServiceTask {
+            id: format!("t{id:03}"),
+            deployment_id: "d".into(),
+            instance_id: format!("i{instance}"),
+            last_status: TaskStatus::Running,
+            desired_status: DesiredStatus::Running,
+            health_status: HealthStatus::Unknown,
+            has_health_check: false,
+            created_at: f64::from(created_at),
+            started_at: None,
+            stopped_at: None,
+            stopped_reason: None,
+            stop_code: None,
+            failed_to_start: false,
+            failure_counted: false,
+        }
+    }
+
+    proptest! {
+        /// The heap-based pick stops exactly the tasks, in exactly the order, of the one-at-a-time
+        /// definition.
+        #[test]
+        fn heap_pick_matches_the_definition(
+            spec in proptest::collection::vec((0usize..5, 0u8..4, any::<bool>()), 0..40),
+            count in 0usize..45,
+        ) {
+            let instances: Vec<InstanceState> = (0..5)
+                .map(|i| InstanceState {
+                    id: format!("i{i}"),
+                    status: InstanceStatus::Active,
+                    agent_connected: true,
+                    satisfies_constraints: true,
+                    has_other_tasks: false,
+                })
+                .collect();
+            let tasks: Vec<ServiceTask> =
+                spec.iter().enumerate().map(|(n, (i, c, _))| task(n, *i, *c)).collect();
+            let lives: Vec<Live<'_>> = tasks
+                .iter()
+                .zip(&spec)
+                .map(|(t, (i, _, healthy))| Live {
+                    task: t,
+                    health: if *healthy { Health::Healthy } else { Health::Pending },
+                    primary: true,
+                    instance: &instances[*i],
+                })
+                .collect();
+            let mut load: BTreeMap<&str, u32> = BTreeMap::new();
+            for l in &lives {
+                *load.entry(l.instance.id.as_str()).or_default() += 1;
+            }
+            let mut load2 = load.clone();
+            let want: Vec<String> =
+                naive(lives.clone(), count, &mut load).iter().map(|l| l.task.id.clone()).collect();
+            let got: Vec<String> =
+                pick(lives, count, &mut load2).iter().map(|l| l.task.id.clone()).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(load, load2);
+        }
+    }
 }
