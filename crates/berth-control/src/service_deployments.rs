@@ -947,24 +947,45 @@ pub(crate) fn describe(
     req: DescribeServiceDeploymentsRequest,
 ) -> Result<DescribeServiceDeploymentsResponse, ApiError> {
     let arns = check_batch(&req.service_deployment_arns, "serviceDeploymentArns")?;
-    let mut out = DescribeServiceDeploymentsResponse {
-        service_deployments: Vec::new(),
-        failures: Vec::new(),
-    };
+    let (found, failures) = fetch_batch(
+        cx,
+        arns,
+        ("service-deployment", "service deployment"),
+        keys::service_deployment,
+    )?;
+    Ok(DescribeServiceDeploymentsResponse {
+        service_deployments: found
+            .into_iter()
+            .map(|r: StoredServiceDeployment| r.deployment)
+            .collect(),
+        failures,
+    })
+}
+
+/// The records the ARNs name (resource `kind`, named `label` in errors),
+/// each read from the key `key(cluster, service, id)` builds; an ARN that
+/// names nothing is a MISSING failure.
+fn fetch_batch<T: serde::de::DeserializeOwned>(
+    cx: &Cx<'_>,
+    arns: Vec<String>,
+    (kind, label): (&str, &str),
+    key: fn(&str, &str, &str) -> String,
+) -> Result<(Vec<T>, Vec<Failure>), ApiError> {
+    let mut found = Vec::new();
+    let mut failures = Vec::new();
     for text in arns {
-        let found = match parse_arn(cx, &text, "service-deployment", "service deployment")? {
-            Some((cluster, service, id)) => state::get::<StoredServiceDeployment>(
-                cx.store(),
-                &keys::service_deployment(&cluster, &service, &id),
-            )?,
+        let record = match parse_arn(cx, &text, kind, label)? {
+            Some((cluster, service, id)) => {
+                state::get::<T>(cx.store(), &key(&cluster, &service, &id))?
+            }
             None => None,
         };
-        match found {
-            Some(r) => out.service_deployments.push(r.value.deployment),
-            None => out.failures.push(missing(text)),
+        match record {
+            Some(r) => found.push(r.value),
+            None => failures.push(missing(text)),
         }
     }
-    Ok(out)
+    Ok((found, failures))
 }
 
 #[derive(Deserialize)]
@@ -985,24 +1006,16 @@ pub(crate) fn describe_revisions(
     req: DescribeServiceRevisionsRequest,
 ) -> Result<DescribeServiceRevisionsResponse, ApiError> {
     let arns = check_batch(&req.service_revision_arns, "serviceRevisionArns")?;
-    let mut out = DescribeServiceRevisionsResponse {
-        service_revisions: Vec::new(),
-        failures: Vec::new(),
-    };
-    for text in arns {
-        let found = match parse_arn(cx, &text, "service-revision", "service revision")? {
-            Some((cluster, service, id)) => state::get::<ServiceRevision>(
-                cx.store(),
-                &keys::service_revision(&cluster, &service, &id),
-            )?,
-            None => None,
-        };
-        match found {
-            Some(r) => out.service_revisions.push(r.value),
-            None => out.failures.push(missing(text)),
-        }
-    }
-    Ok(out)
+    let (service_revisions, failures) = fetch_batch(
+        cx,
+        arns,
+        ("service-revision", "service revision"),
+        keys::service_revision,
+    )?;
+    Ok(DescribeServiceRevisionsResponse {
+        service_revisions,
+        failures,
+    })
 }
 
 #[cfg(test)]
