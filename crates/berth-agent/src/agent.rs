@@ -498,9 +498,15 @@ impl Agent {
         let (launches, rest): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
             .partition(|a| matches!(a, Action::Launch { .. }));
-        for action in rest {
-            if let Err(err) = self.execute(&action, &by_arn).await {
-                tracing::warn!(error = %err, ?action, "action failed");
+        for step in merge_reports(rest) {
+            let result = match &step {
+                Step::One(action) => self.execute(action, &by_arn).await,
+                Step::TaskWithContainers(task, containers) => {
+                    self.report_task(task, containers).await
+                }
+            };
+            if let Err(err) = result {
+                tracing::warn!(error = %err, ?step, "action failed");
             }
         }
         let this = &*self;
@@ -513,6 +519,80 @@ impl Agent {
             })
             .await;
         Ok(pass)
+    }
+
+    /// A container's reported state as SubmitContainerStateChange and the
+    /// `containers` of SubmitTaskStateChange both carry it.
+    async fn container_body(
+        &self,
+        container: &str,
+        status: &str,
+        exit_code: Option<i64>,
+        runtime_id: &str,
+    ) -> Value {
+        let mut body = json!({"containerName": container, "status": status});
+        if !runtime_id.is_empty() {
+            body["runtimeId"] = json!(runtime_id);
+        }
+        if let Some(code) = exit_code {
+            body["exitCode"] = json!(code);
+        }
+        if status == "RUNNING" && !runtime_id.is_empty() {
+            if let Ok(state) = self
+                .runtime
+                .inspect(&berth_runtime::ContainerId(runtime_id.to_string()))
+                .await
+            {
+                let bindings: Vec<Value> = state
+                    .ports
+                    .iter()
+                    .map(|p| json!({"bindIP": p.host_ip, "containerPort": p.container_port, "hostPort": p.host_port, "protocol": p.protocol.as_str()}))
+                    .collect();
+                body["networkBindings"] = json!(bindings);
+            }
+        }
+        body
+    }
+
+    /// Reports a task's status (a `ReportTask` action) together with the
+    /// container reports of the same task from the same pass, in one
+    /// SubmitTaskStateChange.
+    async fn report_task(&self, action: &Action, containers: &[Action]) -> Result<(), AgentError> {
+        let Action::ReportTask {
+            task,
+            status,
+            reason,
+        } = action
+        else {
+            return Ok(());
+        };
+        let mut body = json!({"cluster": self.config.cluster, "task": task, "status": status});
+        if let Some(r) = reason {
+            body["reason"] = json!(r);
+        }
+        if *status == "STOPPED" {
+            body["executionStoppedAt"] = json!(now_millis() as f64 / 1000.0);
+        }
+        let mut changes = Vec::new();
+        for c in containers {
+            if let Action::ReportContainer {
+                container,
+                status,
+                exit_code,
+                runtime_id,
+                ..
+            } = c
+            {
+                changes.push(
+                    self.container_body(container, status, *exit_code, runtime_id)
+                        .await,
+                );
+            }
+        }
+        if !changes.is_empty() {
+            body["containers"] = json!(changes);
+        }
+        self.submit("SubmitTaskStateChange", body).await
     }
 
     async fn execute(
@@ -591,43 +671,14 @@ impl Agent {
                 exit_code,
                 runtime_id,
             } => {
-                let mut body = json!({"cluster": cluster, "task": task, "containerName": container, "status": status});
-                if !runtime_id.is_empty() {
-                    body["runtimeId"] = json!(runtime_id);
-                }
-                if let Some(code) = exit_code {
-                    body["exitCode"] = json!(code);
-                }
-                if *status == "RUNNING" && !runtime_id.is_empty() {
-                    if let Ok(state) = self
-                        .runtime
-                        .inspect(&berth_runtime::ContainerId(runtime_id.clone()))
-                        .await
-                    {
-                        let bindings: Vec<Value> = state
-                            .ports
-                            .iter()
-                            .map(|p| json!({"bindIP": p.host_ip, "containerPort": p.container_port, "hostPort": p.host_port, "protocol": p.protocol.as_str()}))
-                            .collect();
-                        body["networkBindings"] = json!(bindings);
-                    }
-                }
+                let mut body = self
+                    .container_body(container, status, *exit_code, runtime_id)
+                    .await;
+                body["cluster"] = json!(cluster);
+                body["task"] = json!(task);
                 self.submit("SubmitContainerStateChange", body).await
             }
-            Action::ReportTask {
-                task,
-                status,
-                reason,
-            } => {
-                let mut body = json!({"cluster": cluster, "task": task, "status": status});
-                if let Some(r) = reason {
-                    body["reason"] = json!(r);
-                }
-                if *status == "STOPPED" {
-                    body["executionStoppedAt"] = json!(now_millis() as f64 / 1000.0);
-                }
-                self.submit("SubmitTaskStateChange", body).await
-            }
+            Action::ReportTask { .. } => self.report_task(action, &[]).await,
             Action::ReportHealth {
                 task,
                 containers,
@@ -646,6 +697,48 @@ impl Agent {
             }
         }
     }
+}
+
+/// One thing a pass sends or does, in order.
+#[derive(Debug)]
+enum Step {
+    One(Action),
+    /// A `ReportTask` and the `ReportContainer`s of the same task.
+    TaskWithContainers(Action, Vec<Action>),
+}
+
+/// Puts the container reports of a task that the same pass also reports
+/// on into that task report, so they go up in one SubmitTaskStateChange
+/// (one durable write in the control plane instead of one per container
+/// plus one for the task), as the ECS agent does. Everything else keeps
+/// its order.
+fn merge_reports(actions: Vec<Action>) -> Vec<Step> {
+    let reported: std::collections::HashSet<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ReportTask { task, .. } => Some(task.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut held: HashMap<String, Vec<Action>> = HashMap::new();
+    let mut out = Vec::new();
+    for action in actions {
+        match &action {
+            Action::ReportContainer { task, .. } if reported.contains(task) => {
+                held.entry(task.clone()).or_default().push(action);
+            }
+            Action::ReportTask { task, .. } => {
+                let containers = held.remove(task).unwrap_or_default();
+                out.push(Step::TaskWithContainers(action, containers));
+            }
+            _ => out.push(Step::One(action)),
+        }
+    }
+    // Container reports of a task reported earlier in the pass go after it.
+    let mut rest: Vec<(String, Vec<Action>)> = held.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(rest.into_iter().flat_map(|(_, v)| v).map(Step::One));
+    out
 }
 
 /// What one pass did.
@@ -690,4 +783,73 @@ fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn container(task: &str, name: &str) -> Action {
+        Action::ReportContainer {
+            task: task.into(),
+            container: name.into(),
+            status: "RUNNING",
+            exit_code: None,
+            runtime_id: String::new(),
+        }
+    }
+
+    fn task(task: &str) -> Action {
+        Action::ReportTask {
+            task: task.into(),
+            status: "RUNNING",
+            reason: None,
+        }
+    }
+
+    fn shape(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::One(Action::ReportContainer {
+                    task, container, ..
+                }) => {
+                    format!("container {task}/{container}")
+                }
+                Step::One(other) => format!("{other:?}"),
+                Step::TaskWithContainers(Action::ReportTask { task, .. }, cs) => {
+                    format!("task {task} with {}", cs.len())
+                }
+                Step::TaskWithContainers(other, _) => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn container_reports_ride_with_their_task_report() {
+        let steps = merge_reports(vec![
+            container("a", "web"),
+            container("b", "web"),
+            container("a", "sidecar"),
+            task("a"),
+            Action::Remove { id: "x".into() },
+        ]);
+        assert_eq!(
+            shape(&steps),
+            vec![
+                "container b/web".to_string(),
+                "task a with 2".to_string(),
+                format!("{:?}", Action::Remove { id: "x".into() }),
+            ]
+        );
+    }
+
+    #[test]
+    fn container_reports_after_their_task_report_keep_coming_after_it() {
+        let steps = merge_reports(vec![task("a"), container("a", "web")]);
+        assert_eq!(
+            shape(&steps),
+            vec!["task a with 0".to_string(), "container a/web".to_string()]
+        );
+    }
 }

@@ -176,17 +176,22 @@ impl Known {
             .into_iter()
             .flatten()
         {
-            let name = c.get("containerName").and_then(Value::as_str);
-            let health = c.get("healthStatus").and_then(Value::as_str);
-            if let (Some(name), Some(health)) = (name, health) {
-                if let Some(tc) = task
-                    .containers
-                    .iter_mut()
-                    .flatten()
-                    .find(|tc| tc.name.as_deref() == Some(name))
-                {
-                    tc.health_status = Some(health.to_string());
-                }
+            let Some(name) = c.get("containerName").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(tc) = task
+                .containers
+                .iter_mut()
+                .flatten()
+                .find(|tc| tc.name.as_deref() == Some(name))
+            else {
+                continue;
+            };
+            if let Some(health) = c.get("healthStatus").and_then(Value::as_str) {
+                tc.health_status = Some(health.to_string());
+            }
+            if let Some(status) = c.get("status").and_then(Value::as_str) {
+                advance(&mut tc.last_status, status);
             }
         }
     }
