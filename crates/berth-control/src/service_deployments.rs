@@ -1661,6 +1661,10 @@ mod tests {
             "UpdateService",
             json!({"cluster": "c", "service": "web", "taskDefinition": "good2"}),
         );
+        // The manual clock stands still unless moved; real deployments of
+        // one service are always apart in time (the listing orders them by
+        // creation time, newest first).
+        p.clock.advance(1);
         p.ok(
             "UpdateService",
             json!({"cluster": "c", "service": "web", "forceNewDeployment": true}),
