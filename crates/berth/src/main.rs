@@ -245,16 +245,28 @@ async fn run_server(
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let control = parts.edge.control.clone();
     let timeout = args.agent_timeout_secs.max(1) as f64;
+    // An agent found lost wakes the service controller at once, so its
+    // tasks are replaced without waiting for the next pass.
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let wake_services = lost.clone();
     // Liveness is checked a few times per timeout.
     spawn_periodic(
         "agent liveness",
         std::time::Duration::from_secs_f64((timeout / 4.0).max(0.25)),
-        move || control.check_agents(timeout),
+        None,
+        move || {
+            let verdicts = control.check_agents(timeout)?;
+            if verdicts.iter().any(|v| !v.connected) {
+                lost.notify_one();
+            }
+            Ok(verdicts)
+        },
     );
     let control = parts.edge.control.clone();
     spawn_periodic(
         "service controller",
         std::time::Duration::from_millis(args.service_interval_ms.max(50)),
+        Some(wake_services),
         move || control.reconcile_services(),
     );
     tracing::info!(listen = %local, region = %args.region, "berth server ready");
@@ -270,10 +282,15 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     })
 }
 
-/// Runs the blocking `job` every `period`, for good; a failed run is
-/// logged and the next one comes at its time.
-fn spawn_periodic<T, F>(what: &'static str, period: std::time::Duration, job: F)
-where
+/// Runs the blocking `job` every `period`, and also whenever `wake` is
+/// notified, for good; a failed run is logged and the next one comes at
+/// its time.
+fn spawn_periodic<T, F>(
+    what: &'static str,
+    period: std::time::Duration,
+    wake: Option<Arc<tokio::sync::Notify>>,
+    job: F,
+) where
     F: Fn() -> Result<T, berth_model::ApiError> + Clone + Send + 'static,
     T: Send + 'static,
 {
@@ -281,7 +298,17 @@ where
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            match &wake {
+                Some(wake) => {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = wake.notified() => {}
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                }
+            }
             match tokio::task::spawn_blocking(job.clone()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => {
