@@ -451,6 +451,17 @@ fn configure(conn: &Connection, read_only: bool) -> Result<()> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(db)?;
+    // Every transaction of a group commit runs in a savepoint; the pages a
+    // savepoint changes are journaled to a temporary file unless temporary
+    // storage is in memory (that file's writes profiled at a tenth of the
+    // server's CPU under a 50,000-task placement). Durability is unchanged:
+    // the sub-journal only serves rolling back a savepoint.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db)?;
+    // 64 MiB of page cache for the writer (SQLite's default is 2 MiB):
+    // task keys are random, so inserts land all over the tree.
+    conn.pragma_update(None, "cache_size", -65536)
+        .map_err(db)?;
     Ok(())
 }
 

@@ -13,12 +13,13 @@ use berth_edge::{Authenticator, Credentials, Edge, RootCredentials};
 use berth_store::SqliteStore;
 use clap::{Args, Parser, Subcommand};
 
-/// mimalloc instead of the system allocator: under load (thousands of
-/// channels, 50,000-task placements) glibc's malloc hands freed heap back
-/// to the kernel and faults it in again, which profiled at 12-22% of the
-/// server's and the agent's CPU (zeroing fresh pages).
+/// jemalloc instead of the system allocator. Under load (thousands of
+/// channels, 50,000-task placements) glibc's malloc hands freed heap back to
+/// the kernel and faults it in again: zeroing fresh pages profiled at 12-22%
+/// of the server's and the agent's CPU. jemalloc keeps freed pages for a
+/// while (its decay) before returning them.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser, Debug)]
 #[command(
