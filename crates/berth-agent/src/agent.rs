@@ -78,7 +78,7 @@ pub struct Agent {
     runtime: Arc<dyn ContainerRuntime>,
     config: AgentConfig,
     instance_arn: String,
-    task_definitions: HashMap<String, TaskDefinition>,
+    task_definitions: HashMap<String, Arc<TaskDefinition>>,
     channel: Option<Channel>,
     /// Berth's registry token, until a little before it expires.
     registry_token: tokio::sync::Mutex<Option<(RegistryAuth, f64)>>,
@@ -386,16 +386,18 @@ impl Agent {
         Ok(tasks)
     }
 
-    async fn task_definition(&mut self, arn: &str) -> Result<TaskDefinition, AgentError> {
+    async fn task_definition(&mut self, arn: &str) -> Result<Arc<TaskDefinition>, AgentError> {
         if let Some(td) = self.task_definitions.get(arn) {
-            return Ok(td.clone());
+            return Ok(Arc::clone(td));
         }
         let resp = self
             .call("DescribeTaskDefinition", json!({"taskDefinition": arn}))
             .await?;
         let td: TaskDefinition = serde_json::from_value(resp["taskDefinition"].clone())
             .map_err(|e| AgentError::State(format!("undecodable task definition: {e}")))?;
-        self.task_definitions.insert(arn.to_string(), td.clone());
+        let td = Arc::new(td);
+        self.task_definitions
+            .insert(arn.to_string(), Arc::clone(&td));
         Ok(td)
     }
 
@@ -453,8 +455,9 @@ impl Agent {
     /// One reconciliation pass.
     pub async fn sync_once(&mut self) -> Result<Pass, AgentError> {
         let tasks = self.desired_tasks().await?;
-        let mut desired = Vec::new();
-        let mut by_arn: HashMap<String, (Task, TaskDefinition)> = HashMap::new();
+        let mut desired = Vec::with_capacity(tasks.len());
+        let mut by_arn: HashMap<String, (Task, Arc<TaskDefinition>)> =
+            HashMap::with_capacity(tasks.len());
         for task in tasks {
             let Some(td_arn) = task.task_definition_arn.clone() else {
                 continue;
@@ -598,7 +601,7 @@ impl Agent {
     async fn execute(
         &self,
         action: &Action,
-        tasks: &HashMap<String, (Task, TaskDefinition)>,
+        tasks: &HashMap<String, (Task, Arc<TaskDefinition>)>,
     ) -> Result<(), AgentError> {
         let cluster = &self.config.cluster;
         match action {

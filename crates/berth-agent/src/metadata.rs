@@ -169,7 +169,7 @@ pub fn runtime_infos_by_task<'a>(
 #[derive(Debug, Clone)]
 struct TaskEntry {
     task: Task,
-    td: TaskDefinition,
+    td: Arc<TaskDefinition>,
     containers: Vec<ContainerRuntimeInfo>,
 }
 
@@ -223,17 +223,31 @@ impl MetadataState {
 
     /// Records (or replaces) a task with what the runtime shows of its
     /// containers. Every container of the task definition gets its
-    /// endpoint, created yet or not. A task without an ARN is ignored.
+    /// endpoint, created yet or not. A task without an ARN is ignored. An
+    /// entry that would not change is left as it is (the agent calls this
+    /// for every task on every pass).
     pub fn set_task(
         &self,
         task: &Task,
-        td: &TaskDefinition,
+        td: &Arc<TaskDefinition>,
         containers: Vec<ContainerRuntimeInfo>,
     ) {
-        let Some(arn) = task.task_arn.clone().filter(|a| !a.is_empty()) else {
+        let Some(arn) = task.task_arn.as_deref().filter(|a| !a.is_empty()) else {
             tracing::debug!("task without an arn left out of task metadata");
             return;
         };
+        {
+            let inner = self.inner.read();
+            if let Some(entry) = inner.tasks.get(arn) {
+                if Arc::ptr_eq(&entry.td, td)
+                    && entry.containers == containers
+                    && entry.task == *task
+                {
+                    return;
+                }
+            }
+        }
+        let arn = arn.to_string();
         let mut inner = self.inner.write();
         inner.ids.retain(|_, (task_arn, _)| *task_arn != arn);
         for name in td
@@ -250,7 +264,7 @@ impl MetadataState {
             arn,
             TaskEntry {
                 task: task.clone(),
-                td: td.clone(),
+                td: Arc::clone(td),
                 containers,
             },
         );
@@ -1042,7 +1056,11 @@ mod tests {
         );
         let states = [app_state()];
         let mut infos = runtime_infos_by_task(states.iter());
-        state.set_task(&task, &td, infos.remove(TASK_ARN).unwrap_or_default());
+        state.set_task(
+            &task,
+            &Arc::new(td),
+            infos.remove(TASK_ARN).unwrap_or_default(),
+        );
         state
     }
 
@@ -1127,7 +1145,7 @@ mod tests {
         let state = MetadataState::new("default", "ci", None);
         state.set_task(
             &task,
-            &td,
+            &Arc::new(td),
             vec![ContainerRuntimeInfo::from_state("app", &exited)],
         );
         let doc = state
@@ -1188,7 +1206,7 @@ mod tests {
             ..td
         };
         let state = MetadataState::new("default", "ci", Some("zone-of-host".into()));
-        state.set_task(&task, &td, Vec::new());
+        state.set_task(&task, &Arc::new(td), Vec::new());
         let doc = state
             .task_document(&endpoint_id(TASK_ARN, "app"), false)
             .unwrap();
@@ -1223,7 +1241,7 @@ mod tests {
         if let Some(defs) = td.container_definitions.as_mut() {
             defs.retain(|c| c.name.as_deref() == Some("app"));
         }
-        state.set_task(&task, &td, Vec::new());
+        state.set_task(&task, &Arc::new(td), Vec::new());
         assert!(state
             .container_document(&endpoint_id(TASK_ARN, "sidecar"))
             .is_none());
@@ -1265,7 +1283,7 @@ mod tests {
 
         let state = MetadataState::new("default", "ci", None);
         let mut infos = runtime_infos_by_task([&inspected]);
-        state.set_task(&task, &td, infos.remove(TASK_ARN).unwrap());
+        state.set_task(&task, &Arc::new(td), infos.remove(TASK_ARN).unwrap());
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -460,8 +460,7 @@ fn configure(conn: &Connection, read_only: bool) -> Result<()> {
         .map_err(db)?;
     // 64 MiB of page cache for the writer (SQLite's default is 2 MiB):
     // task keys are random, so inserts land all over the tree.
-    conn.pragma_update(None, "cache_size", -65536)
-        .map_err(db)?;
+    conn.pragma_update(None, "cache_size", -65536).map_err(db)?;
     Ok(())
 }
 
