@@ -2,7 +2,9 @@
 agents in three zones, a rolling deployment that stays within its limits at
 every poll, a circuit breaker that rolls back, a drained instance, a killed
 agent replaced within seconds and its surplus stopped when it returns; and
-a DAEMON service following simulated instances as they join and leave."""
+a DAEMON service following simulated instances as they join and leave; and
+scale-in choosing its tasks as the placement engine does (binpack frees the
+emptiest instance), driven through the aws CLI."""
 
 import json
 import subprocess
@@ -190,6 +192,52 @@ def test_a_daemon_service_follows_instances(tmp_path):
         for p in procs:
             p.terminate()
             p.wait(timeout=30)
+        server.kill()
+
+
+def test_scale_in_follows_the_placement_strategy(tmp_path):
+    """binpack(memory) packs 6 tasks of 900 MiB as 4 + 2 on instances of
+    3,840 MiB; scaling in to 4 stops the two on the emptier instance (the
+    engine's binpack rule frees the instance with the most memory), not two
+    of the four on the fullest (the planner's own fallback order)."""
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
+                         extra_args=["--service-interval-ms", "500"]).start()
+    ecs = server.client("ecs")
+    aws = server.aws(tmp_path / "cli")
+    ecs.create_cluster(clusterName="sim")
+    env = hermetic_env()
+    env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
+    p = subprocess.Popen([str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
+                          "--runtime", "simulated", "--instances", "3", "--data-dir", str(tmp_path / "agents"),
+                          "--poll-interval-ms", "300"],
+                         stdout=subprocess.PIPE, stderr=open(tmp_path / "agents.log", "a"), env=env, text=True)
+
+    def layout():
+        arns = ecs.list_tasks(cluster="sim", serviceName="packed", desiredStatus="RUNNING")["taskArns"]
+        ts = ecs.describe_tasks(cluster="sim", tasks=arns)["tasks"] if arns else []
+        per = {}
+        for t in ts:
+            if t["lastStatus"] == "RUNNING":
+                per[t["containerInstanceArn"]] = per.get(t["containerInstanceArn"], 0) + 1
+        return sorted(per.values(), reverse=True)
+
+    try:
+        assert "simulated instances" in p.stdout.readline()
+        wait_for(lambda: len(ecs.list_container_instances(cluster="sim")["containerInstanceArns"]) == 3,
+                 timeout=30, what="three simulated instances")
+        ecs.register_task_definition(family="packed",
+                                     containerDefinitions=[{"name": "app", "image": "sim/app:1", "memory": 900}])
+        aws("ecs", "create-service", "--cluster", "sim", "--service-name", "packed", "--task-definition", "packed",
+            "--desired-count", "6", "--placement-strategy", "type=binpack,field=memory")
+        wait_for(lambda: layout() == [4, 2], timeout=60, what="6 tasks binpacked as 4 + 2")
+        aws("ecs", "update-service", "--cluster", "sim", "--service", "packed", "--desired-count", "4")
+        wait_for(lambda: layout() == [4] and ecs.describe_services(cluster="sim", services=["packed"])
+                 ["services"][0]["runningCount"] == 4, timeout=60, what="the emptier instance freed")
+        # Nothing else moved: the four on the full instance are the ones placed first.
+        assert layout() == [4]
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
         server.kill()
 
 

@@ -13,6 +13,7 @@ use berth_model::service::{Deployment as ApiDeployment, ServiceEvent};
 use berth_model::task::Task;
 use berth_model::ApiError;
 use berth_services as planner;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -175,6 +176,7 @@ fn to_planner(stored: &StoredService, now: f64) -> planner::ServiceState {
             as u32,
         deployments,
         steady_state: stored.controller.steady_state,
+        scale_in_order: Vec::new(),
     }
 }
 
@@ -264,6 +266,72 @@ impl ControlPlane {
         }
         Ok(pass)
     }
+}
+
+/// When the PRIMARY deployment of a REPLICA service has more tasks than
+/// desired: which of them the placement engine would stop, in order, from
+/// the service's placement strategies (ECS's service defaults when it has
+/// none). Only the PRIMARY deployment's unfinished tasks count as the
+/// group, so that the balance kept is the balance of what stays. Empty
+/// when there is nothing to scale in.
+fn scale_in_order(
+    stored: &StoredService,
+    group: &str,
+    view: &[planner::ServiceTask],
+    tasks: &[Arc<StoredTask>],
+    instances: &[StoredInstance],
+) -> Vec<String> {
+    let svc = &stored.service;
+    if svc.scheduling_strategy.as_deref() == Some("DAEMON")
+        || svc.status.as_deref() != Some("ACTIVE")
+    {
+        return Vec::new();
+    }
+    let Some(primary) = svc
+        .deployments
+        .iter()
+        .flatten()
+        .find(|d| d.status.as_deref() == Some("PRIMARY"))
+        .and_then(|d| d.id.as_deref())
+    else {
+        return Vec::new();
+    };
+    let ours: HashSet<&str> = view
+        .iter()
+        .filter(|t| {
+            t.deployment_id == primary
+                && t.desired_status == planner::DesiredStatus::Running
+                && t.last_status != planner::TaskStatus::Stopped
+        })
+        .map(|t| t.id.as_str())
+        .collect();
+    let desired = svc.desired_count.unwrap_or(0).max(0) as usize;
+    if ours.len() <= desired {
+        return Vec::new();
+    }
+    let strategies = match crate::tasks::parse_strategies(
+        svc.placement_strategy.as_deref().unwrap_or_default(),
+    ) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::warn!(service = %group, error = %err.message, "stored placement strategy unreadable; scale-in uses the defaults");
+            Vec::new()
+        }
+    };
+    let mut snap = crate::tasks::snapshot_of(tasks, instances);
+    for inst in &mut snap.instances {
+        for t in &mut inst.tasks {
+            if t.group == group && !ours.contains(t.id.as_str()) {
+                t.group.clear();
+            }
+        }
+    }
+    let count = u32::try_from(ours.len() - desired).unwrap_or(u32::MAX);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    berth_scheduler::select_tasks_to_stop(&snap, group, &strategies, count, &mut rng)
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect()
 }
 
 fn has_health_check(td: Option<&StoredTaskDefinition>) -> bool {
@@ -360,7 +428,8 @@ fn reconcile_one(
             has_other_tasks: busy.contains(i.id.as_str()),
         });
     }
-    let input = to_planner(&stored, now);
+    let mut input = to_planner(&stored, now);
+    input.scale_in_order = scale_in_order(&stored, &group, &view, tasks, instances);
     let plan = planner::plan(&input, &view, &planner_instances, now);
 
     // Carry it out: stops first (they free capacity), then starts.

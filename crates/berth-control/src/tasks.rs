@@ -123,23 +123,41 @@ fn snapshot(
     cx: &Cx<'_>,
     cluster: &str,
 ) -> Result<(ClusterSnapshot, Vec<StoredInstance>), ApiError> {
-    let mut tasks_by_instance: HashMap<String, Vec<Arc<StoredTask>>> = HashMap::new();
-    for t in cluster_tasks(cx, cluster)? {
-        if t.holds_resources() {
-            tasks_by_instance
-                .entry(t.instance_id.clone())
-                .or_default()
-                .push(t);
-        }
-    }
-    let mut snap = ClusterSnapshot::default();
+    let tasks = cluster_tasks(cx, cluster)?;
     let mut records = Vec::new();
     for kv in scan(cx.store(), &keys::instances(cluster))? {
         let stored: StoredInstance = state::decode(&kv)?;
         if stored.instance.status.as_deref() == Some("INACTIVE") {
             continue;
         }
-        let mut view = crate::query::scheduler_view(&stored);
+        records.push(stored);
+    }
+    let snap = snapshot_of(&tasks, &records);
+    Ok((snap, records))
+}
+
+/// The placement engine's view of `instances` (INACTIVE ones left out)
+/// with the `tasks` that hold resources on them; instance `n` of the
+/// snapshot is the `n`th instance of `instances` that is not INACTIVE.
+pub(crate) fn snapshot_of(
+    tasks: &[Arc<StoredTask>],
+    instances: &[StoredInstance],
+) -> ClusterSnapshot {
+    let mut tasks_by_instance: HashMap<&str, Vec<&StoredTask>> = HashMap::new();
+    for t in tasks {
+        if t.holds_resources() {
+            tasks_by_instance
+                .entry(t.instance_id.as_str())
+                .or_default()
+                .push(t);
+        }
+    }
+    let mut snap = ClusterSnapshot::default();
+    for stored in instances {
+        if stored.instance.status.as_deref() == Some("INACTIVE") {
+            continue;
+        }
+        let mut view = crate::query::scheduler_view(stored);
         let registered = stored
             .instance
             .registered_resources
@@ -159,7 +177,10 @@ fn snapshot(
         view.used_tcp_ports = resource_ports(registered, "PORTS");
         view.used_udp_ports = resource_ports(registered, "PORTS_UDP");
         view.running_tasks_count = 0;
-        for t in tasks_by_instance.remove(&stored.id).unwrap_or_default() {
+        for t in tasks_by_instance
+            .remove(stored.id.as_str())
+            .unwrap_or_default()
+        {
             view.add_task(TaskOnInstance {
                 id: t.id.clone(),
                 group: t.group.clone(),
@@ -170,9 +191,8 @@ fn snapshot(
             });
         }
         snap.instances.push(view);
-        records.push(stored);
     }
-    Ok((snap, records))
+    snap
 }
 
 /// The first setting of `td` the agent would not honour on Docker, named

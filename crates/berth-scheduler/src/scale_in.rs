@@ -290,9 +290,9 @@ impl<'a> State<'a> {
                 Rule::BinpackMemory => c.mem + u64::from(task.resources.memory),
                 Rule::SpreadInstance => c.tasks.len() as u64,
                 Rule::SpreadAttribute(s) => u64::from(self.attr_counts[s][c.values[s] as usize]),
-                Rule::Random => mix64(
-                    self.random_seed ^ mix64((c_idx as u64) << 32 | (c.taken & 0xFFFF_FFFF)),
-                ),
+                Rule::Random => {
+                    mix64(self.random_seed ^ mix64((c_idx as u64) << 32 | (c.taken & 0xFFFF_FFFF)))
+                }
             });
         }
         key.push(u64::from(c.tiebreak));
@@ -363,7 +363,9 @@ mod tests {
             Just(PlacementStrategy::Spread(SpreadField::Attribute(
                 ATTR_AVAILABILITY_ZONE.into()
             ))),
-            Just(PlacementStrategy::Spread(SpreadField::Attribute("rack".into()))),
+            Just(PlacementStrategy::Spread(SpreadField::Attribute(
+                "rack".into()
+            ))),
             Just(PlacementStrategy::Random),
         ]
     }

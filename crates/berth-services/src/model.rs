@@ -128,6 +128,12 @@ pub struct ServiceState {
     /// event is emitted only when this flips to true.
     #[serde(default)]
     pub steady_state: bool,
+    /// Task ids in the order the placement engine would stop them (the service's placement
+    /// strategies read for termination), filled by the caller when the PRIMARY deployment has more
+    /// tasks than desired. Scale-in of healthy tasks follows it; tasks it does not name come after,
+    /// in the planner's own order (most loaded instance first, newest first).
+    #[serde(default)]
+    pub scale_in_order: Vec<String>,
 }
 
 /// A task's `lastStatus` (the lifecycle users see).

@@ -168,6 +168,36 @@ fn pick<'a>(
     out
 }
 
+/// Scale-in of healthy tasks: the candidates `order` names first, in its order (the placement
+/// engine's selection), then [`pick`] over the rest for any shortfall.
+fn pick_in_order<'a>(
+    cands: Vec<Live<'a>>,
+    count: usize,
+    order: &[String],
+    load: &mut BTreeMap<&'a str, u32>,
+) -> Vec<Live<'a>> {
+    if order.is_empty() || count == 0 {
+        return pick(cands, count, load);
+    }
+    let rank: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(n, id)| (id.as_str(), n))
+        .collect();
+    let (mut named, rest): (Vec<Live<'a>>, Vec<Live<'a>>) =
+        cands.into_iter().partition(|l| rank.contains_key(l.id()));
+    named.sort_by_key(|l| rank.get(l.id()).copied().unwrap_or(usize::MAX));
+    named.truncate(count);
+    for l in &named {
+        if let Some(n) = load.get_mut(l.instance.id.as_str()) {
+            *n = n.saturating_sub(1);
+        }
+    }
+    let short = count - named.len();
+    named.extend(pick(rest, short, load));
+    named
+}
+
 /// The part of [`better_to_stop`] that does not depend on the instance's load.
 fn better_within(a: &Live<'_>, b: &Live<'_>) -> Ordering {
     let healthy = |l: &Live<'_>| l.health == Health::Healthy;
@@ -623,7 +653,12 @@ pub fn plan(
                 .copied()
                 .filter(|l| !stops.has(l.id()))
                 .collect();
-            for l in pick(healthy_good, surplus.min(budget), &mut load) {
+            for l in pick_in_order(
+                healthy_good,
+                surplus.min(budget),
+                &service.scale_in_order,
+                &mut load,
+            ) {
                 stops.push(l.task, StopCause::ScaleIn);
             }
             let kept_good = good.iter().filter(|l| !stops.has(l.id())).count();

@@ -214,6 +214,32 @@ fn scale_in_stops_not_healthy_first_then_spreads() {
 }
 
 #[test]
+fn scale_in_follows_the_engines_order_then_its_own() {
+    // t0..t7 over a, b, c, d (two each), scaled in to 5. Left alone, the
+    // planner stops in its own order.
+    let mut w = settled(8, 0, 100);
+    w.service.desired_count = 5;
+    let p = w.step();
+    let own: Vec<String> = p.stops.iter().map(|s| s.task_id.clone()).collect();
+    assert_eq!(own.len(), 3);
+    // The engine's order names t5 and t7 (and a task that is not a
+    // candidate): they go first, in that order; the third stop is the
+    // first of the planner's own order that is left.
+    let mut w = settled(8, 0, 100);
+    w.service.desired_count = 5;
+    w.service.scale_in_order = vec!["t5".into(), "gone".into(), "t7".into()];
+    let p = w.step();
+    assert_eq!(stopped_of(&p, StopCause::ScaleIn), 3);
+    let ids: Vec<&str> = p.stops.iter().map(|s| s.task_id.as_str()).collect();
+    let third = own
+        .iter()
+        .find(|id| !["t5", "t7"].contains(&id.as_str()))
+        .map(String::as_str);
+    assert_eq!(ids, vec!["t5", "t7", third.unwrap_or_default()]);
+    assert_ne!(own, ids, "the engine's order changed the choice");
+}
+
+#[test]
 fn stopped_task_is_replaced() {
     let mut w = settled(3, 100, 200);
     if let Some(t) = w.tasks.first_mut() {

@@ -48,6 +48,7 @@ pub fn service(desired: u32, min: u32, max: u32, deployments: Vec<Deployment>) -
         health_check_grace_period_seconds: 0,
         deployments,
         steady_state: false,
+        scale_in_order: Vec::new(),
     }
 }
 
