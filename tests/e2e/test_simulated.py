@@ -56,3 +56,46 @@ def test_many_simulated_instances_in_one_process(tmp_path):
         agent.terminate()
         agent.wait(timeout=30)
         server.kill()
+
+
+def test_stopped_tasks_are_deleted_after_their_retention(tmp_path):
+    """A STOPPED task stays visible for the retention period (ECS: at least
+    an hour; 3 s here), then DescribeTasks reports it MISSING and ListTasks
+    no longer lists it; a running task is left alone."""
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
+                         extra_args=["--stopped-task-retention-secs", "3"]).start()
+    aws = server.aws(tmp_path / "cli")
+    aws("ecs", "create-cluster", "--cluster-name", "sim")
+    env = hermetic_env()
+    env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
+    agent = subprocess.Popen(
+        [str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
+         "--runtime", "simulated", "--instances", "2", "--data-dir", str(tmp_path / "agents"),
+         "--poll-interval-ms", "300"],
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "a"), env=env, text=True)
+    try:
+        assert "simulated instances" in agent.stdout.readline()
+        aws("ecs", "register-task-definition", "--family", "sim",
+            "--container-definitions", '[{"name":"s","image":"sim/any:1","memory":64}]')
+        tasks = aws("ecs", "run-task", "--cluster", "sim", "--task-definition", "sim", "--count", "2")["tasks"]
+        gone, kept = tasks[0]["taskArn"], tasks[1]["taskArn"]
+
+        def statuses():
+            out = aws("ecs", "describe-tasks", "--cluster", "sim", "--tasks", gone, kept)
+            return {t["taskArn"]: t["lastStatus"] for t in out["tasks"]}, out["failures"]
+
+        wait_for(lambda: set(statuses()[0].values()) == {"RUNNING"}, timeout=60, what="both RUNNING")
+        aws("ecs", "stop-task", "--cluster", "sim", "--task", gone)
+        wait_for(lambda: statuses()[0].get(gone) == "STOPPED", timeout=30, what="the stopped task STOPPED")
+        stopped_seen = time.monotonic()
+        assert gone in aws("ecs", "list-tasks", "--cluster", "sim", "--desired-status", "STOPPED")["taskArns"]
+        wait_for(lambda: gone not in statuses()[0], timeout=30, what="the stopped task deleted")
+        assert time.monotonic() - stopped_seen >= 1.0, "kept for (about) its retention first"
+        found, failures = statuses()
+        assert found == {kept: "RUNNING"}
+        assert failures == [{"arn": gone, "reason": "MISSING"}]
+        assert aws("ecs", "list-tasks", "--cluster", "sim", "--desired-status", "STOPPED")["taskArns"] == []
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        server.kill()

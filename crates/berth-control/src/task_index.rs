@@ -158,6 +158,32 @@ impl TaskIndex {
         Some(out)
     }
 
+    /// `(cluster, id, revision)` of every task whose last status is STOPPED
+    /// and that stopped before `cutoff` (epoch seconds), oldest first; empty
+    /// when the index is not seeded.
+    pub(crate) fn stopped_before(&self, cutoff: f64) -> Vec<(String, String, i64)> {
+        let inner = self.inner.lock();
+        if !inner.ready {
+            return Vec::new();
+        }
+        let mut out: Vec<(f64, String, String, i64)> = Vec::new();
+        for (cluster, tasks) in &inner.clusters {
+            for (id, (revision, t)) in tasks {
+                if t.task.last_status.as_deref() != Some("STOPPED") {
+                    continue;
+                }
+                if let Some(at) = t.task.stopped_at.filter(|at| *at < cutoff) {
+                    out.push((at, cluster.clone(), id.clone(), *revision));
+                }
+            }
+        }
+        drop(inner);
+        out.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
+        out.into_iter()
+            .map(|(_, c, id, rev)| (c, id, rev))
+            .collect()
+    }
+
     /// Every task of `cluster`, or `None` when the index is not seeded.
     pub(crate) fn cluster(&self, cluster: &str) -> Option<Vec<Arc<StoredTask>>> {
         let inner = self.inner.lock();
@@ -194,6 +220,29 @@ mod tests {
                 ..Task::default()
             },
         }
+    }
+
+    #[test]
+    fn stopped_before_names_only_tasks_stopped_long_enough() {
+        let index = TaskIndex::default();
+        let mut old = task("c", "old", "STOPPED");
+        old.task.stopped_at = Some(100.0);
+        let mut fresh = task("c", "fresh", "STOPPED");
+        fresh.task.stopped_at = Some(500.0);
+        let mut running = task("d", "running", "RUNNING");
+        running.task.stopped_at = Some(50.0);
+        let mut older = task("d", "older", "STOPPED");
+        older.task.stopped_at = Some(10.0);
+        assert!(index.stopped_before(1e9).is_empty(), "not seeded yet");
+        index.seed([(4, old), (5, fresh), (6, running), (7, older)]);
+        assert_eq!(
+            index.stopped_before(400.0),
+            vec![
+                ("d".into(), "older".into(), 7),
+                ("c".into(), "old".into(), 4)
+            ]
+        );
+        assert!(index.stopped_before(10.0).is_empty());
     }
 
     #[test]

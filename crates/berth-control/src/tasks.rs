@@ -663,6 +663,79 @@ type Placed = (Vec<StoredTask>, Vec<Failure>, Option<String>);
 /// are still being written and no transaction grows without bound.
 const COMMIT_CHUNK: usize = 500;
 
+/// How long a STOPPED task stays visible (DescribeTasks, ListTasks) before
+/// [`crate::ControlPlane::reap_stopped_tasks`] deletes it, by default: ECS
+/// keeps stopped tasks for at least an hour.
+pub const DEFAULT_STOPPED_TASK_RETENTION_SECS: u64 = 3600;
+
+impl crate::ControlPlane {
+    /// Deletes the tasks that have been STOPPED for longer than
+    /// `retention_secs`, so the store and the task index do not grow with
+    /// every task ever run. Each deletion is guarded on the revision the
+    /// index holds, so a task written meanwhile is left for the next run.
+    /// Returns how many were deleted.
+    pub fn reap_stopped_tasks(&self, retention_secs: f64) -> Result<usize, ApiError> {
+        let caller = crate::Caller {
+            principal_arn: self.inner.scope.root_principal(),
+            access_key_id: "berth-task-reaper".into(),
+        };
+        let cx = self.cx(&caller);
+        let cutoff = cx.now() - retention_secs;
+        let stale = cx.task_index().stopped_before(cutoff);
+        let mut deleted = 0;
+        for chunk in stale.chunks(COMMIT_CHUNK) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|(cluster, id, _)| keys::task(cluster, id))
+                .collect();
+            let txn = |range: std::ops::Range<usize>| Txn {
+                compares: range
+                    .clone()
+                    .map(|n| Compare::ModRevision {
+                        key: keys[n].clone(),
+                        revision: chunk[n].2,
+                    })
+                    .collect(),
+                success: range
+                    .map(|n| Op::Delete {
+                        key: keys[n].clone(),
+                    })
+                    .collect(),
+                failure: Vec::new(),
+            };
+            if cx
+                .store()
+                .txn(txn(0..chunk.len()))
+                .map_err(state::store_error)?
+                .succeeded
+            {
+                deleted += chunk.len();
+                continue;
+            }
+            // Something in the chunk changed since the index saw it: one by
+            // one, leaving the changed ones.
+            for n in 0..chunk.len() {
+                if cx
+                    .store()
+                    .txn(txn(n..n + 1))
+                    .map_err(state::store_error)?
+                    .succeeded
+                {
+                    deleted += 1;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(
+                deleted,
+                retention_secs,
+                "stopped tasks past their retention deleted"
+            );
+        }
+        Ok(deleted)
+    }
+}
+
 /// How often a placement is recomputed when its first commit loses a race.
 const PLACEMENT_ATTEMPTS: usize = 16;
 

@@ -142,6 +142,10 @@ struct ServerArgs {
     /// Milliseconds between passes of the service controller.
     #[arg(long, env = "BERTH_SERVICE_INTERVAL_MS", default_value_t = 1000)]
     service_interval_ms: u64,
+    /// Seconds a STOPPED task stays visible before it is deleted.
+    #[arg(long, env = "BERTH_STOPPED_TASK_RETENTION_SECS",
+          default_value_t = berth_control::DEFAULT_STOPPED_TASK_RETENTION_SECS)]
+    stopped_task_retention_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -276,6 +280,15 @@ async fn run_server(
         std::time::Duration::from_millis(args.service_interval_ms.max(50)),
         Some(wake_services),
         move || control.reconcile_services(),
+    );
+    let control = parts.edge.control.clone();
+    let retention = args.stopped_task_retention_secs as f64;
+    // Checked a few times per retention period, at most once a minute.
+    spawn_periodic(
+        "stopped task reaper",
+        std::time::Duration::from_secs_f64((retention / 4.0).clamp(0.5, 60.0)),
+        None,
+        move || control.reap_stopped_tasks(retention),
     );
     tracing::info!(listen = %local, region = %args.region, "berth server ready");
     // The line scripts wait for; printed on stdout so it is easy to find.
