@@ -99,3 +99,76 @@ def test_stopped_tasks_are_deleted_after_their_retention(tmp_path):
         agent.terminate()
         agent.wait(timeout=30)
         server.kill()
+
+
+def test_a_silent_agent_with_its_connection_open_is_found_lost(tmp_path):
+    """SIGSTOP freezes an agent with its TCP connection still open (the
+    kernel keeps acknowledging): a partition that does not drop the
+    connection. The server must find it lost by its silence within the
+    timeout and replace its service task elsewhere; after SIGCONT the agent
+    comes back and the replaced task is stopped."""
+    import os
+    import signal
+
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
+                         extra_args=["--agent-heartbeat-secs", "1", "--agent-timeout-secs", "3",
+                                     "--service-interval-ms", "300"]).start()
+    aws = server.aws(tmp_path / "cli")
+    aws("ecs", "create-cluster", "--cluster-name", "sim")
+    env = hermetic_env()
+    env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
+    agents = []
+
+    def start(name):
+        agents.append(subprocess.Popen(
+            [str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
+             "--runtime", "simulated", "--instances", "1", "--data-dir", str(tmp_path / name),
+             "--poll-interval-ms", "300"],
+            stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "a"), env=env))
+
+    def instances():
+        arns = aws("ecs", "list-container-instances", "--cluster", "sim")["containerInstanceArns"]
+        if not arns:
+            return {}
+        cis = aws("ecs", "describe-container-instances", "--cluster", "sim", "--container-instances", *arns)
+        return {ci["containerInstanceArn"]: ci["agentConnected"] for ci in cis["containerInstances"]}
+
+    def running_on():
+        arns = aws("ecs", "list-tasks", "--cluster", "sim", "--service-name", "s")["taskArns"]
+        ts = aws("ecs", "describe-tasks", "--cluster", "sim", "--tasks", *arns)["tasks"] if arns else []
+        return sorted(t["containerInstanceArn"] for t in ts if t["lastStatus"] == "RUNNING")
+
+    try:
+        start("a")
+        wait_for(lambda: len(instances()) == 1, timeout=30, what="agent a registered")
+        frozen = next(iter(instances()))
+        start("b")
+        wait_for(lambda: len(instances()) == 2, timeout=30, what="agent b registered")
+        other = next(a for a in instances() if a != frozen)
+        aws("ecs", "register-task-definition", "--family", "s",
+            "--container-definitions", '[{"name":"s","image":"sim/any:1","memory":64}]')
+        aws("ecs", "create-service", "--cluster", "sim", "--service-name", "s", "--task-definition", "s",
+            "--desired-count", "2", "--placement-strategy", "type=spread,field=instanceId")
+        wait_for(lambda: running_on() == sorted([frozen, other]), timeout=60, what="one task on each agent")
+
+        os.kill(agents[0].pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        wait_for(lambda: instances()[frozen] is False, timeout=30, what="the frozen agent found lost")
+        lost_after = time.monotonic() - frozen_at
+        assert lost_after < 15, f"found lost only after {lost_after:.1f}s"
+        wait_for(lambda: running_on().count(other) == 2, timeout=30, what="its task replaced on the other agent")
+
+        os.kill(agents[0].pid, signal.SIGCONT)
+        wait_for(lambda: instances()[frozen] is True, timeout=30, what="the agent back")
+        wait_for(lambda: running_on() == [other, other], timeout=60, what="the replaced task stopped")
+        svc = aws("ecs", "describe-services", "--cluster", "sim", "--services", "s")["services"][0]
+        assert svc["runningCount"] == 2
+    finally:
+        for p in agents:
+            try:
+                os.kill(p.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            p.terminate()
+            p.wait(timeout=30)
+        server.kill()

@@ -32,12 +32,18 @@ use crate::{auth, wire, Edge};
 pub struct ChannelSettings {
     /// How often the control plane sends a heartbeat down each channel.
     pub heartbeat: Duration,
+    /// How long an agent may stay silent (no frame at all, not even a
+    /// heartbeat acknowledgement) before its channel is closed, so that a
+    /// partitioned agent whose TCP connection lingers is found lost like
+    /// one whose connection dropped. The liveness timeout.
+    pub silence: Duration,
 }
 
 impl Default for ChannelSettings {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_secs(10),
+            silence: Duration::from_secs(30),
         }
     }
 }
@@ -281,6 +287,9 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
                 let overdue = |limit| unacked.values().any(|sent: &Instant| sent.elapsed() > limit);
                 if (overdue(limit) && last_heard.elapsed() > limit) || overdue(limit * 10) {
                     break "a payload went unacknowledged";
+                }
+                if last_heard.elapsed() > settings.silence {
+                    break "the agent went silent";
                 }
                 let frame = Frame::HeartbeatMessage(MessageRef { message_id: conn.next_id() });
                 if !conn.send(&frame).await {

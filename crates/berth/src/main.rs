@@ -210,6 +210,7 @@ fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
         account_id: args.account_id.clone(),
         channel: berth_edge::channel::ChannelSettings {
             heartbeat: std::time::Duration::from_secs(args.agent_heartbeat_secs.max(1)),
+            silence: std::time::Duration::from_secs(args.agent_timeout_secs.max(1)),
         },
     });
     Ok(ServerParts { store, root, edge })
