@@ -172,3 +172,47 @@ def test_a_silent_agent_with_its_connection_open_is_found_lost(tmp_path):
             p.terminate()
             p.wait(timeout=30)
         server.kill()
+
+
+def test_service_tasks_get_propagated_and_managed_tags(tmp_path):
+    """propagateTags SERVICE gives a service's tasks the service's tags,
+    TASK_DEFINITION the task definition's; enableECSManagedTags adds
+    aws:ecs:clusterName and aws:ecs:serviceName; NONE gives nothing."""
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
+                         extra_args=["--service-interval-ms", "300"]).start()
+    aws = server.aws(tmp_path / "cli")
+    aws("ecs", "create-cluster", "--cluster-name", "sim")
+    env = hermetic_env()
+    env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
+    agent = subprocess.Popen(
+        [str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
+         "--runtime", "simulated", "--instances", "2", "--data-dir", str(tmp_path / "agents"),
+         "--poll-interval-ms", "300"],
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "a"), env=env, text=True)
+
+    def task_tags(service):
+        arns = aws("ecs", "list-tasks", "--cluster", "sim", "--service-name", service)["taskArns"]
+        if not arns:
+            return None
+        ts = aws("ecs", "describe-tasks", "--cluster", "sim", "--tasks", *arns, "--include", "TAGS")["tasks"]
+        return [{t["key"]: t["value"] for t in task.get("tags", [])} for task in ts]
+
+    try:
+        assert "simulated instances" in agent.stdout.readline()
+        aws("ecs", "register-task-definition", "--family", "tagged", "--tags", "key=from,value=taskdef",
+            "--container-definitions", '[{"name":"s","image":"sim/any:1","memory":64}]')
+        aws("ecs", "create-service", "--cluster", "sim", "--service-name", "by-service", "--task-definition",
+            "tagged", "--desired-count", "2", "--propagate-tags", "SERVICE", "--enable-ecs-managed-tags",
+            "--tags", "key=team,value=blue")
+        aws("ecs", "create-service", "--cluster", "sim", "--service-name", "by-taskdef", "--task-definition",
+            "tagged", "--desired-count", "1", "--propagate-tags", "TASK_DEFINITION")
+        aws("ecs", "create-service", "--cluster", "sim", "--service-name", "none", "--task-definition",
+            "tagged", "--desired-count", "1")
+        want = {"team": "blue", "aws:ecs:clusterName": "sim", "aws:ecs:serviceName": "by-service"}
+        assert wait_for(lambda: task_tags("by-service"), timeout=30, what="by-service tasks") == [want, want]
+        assert wait_for(lambda: task_tags("by-taskdef"), timeout=30, what="by-taskdef task") == [{"from": "taskdef"}]
+        assert wait_for(lambda: task_tags("none"), timeout=30, what="untagged task") == [{}]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        server.kill()

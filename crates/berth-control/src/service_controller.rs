@@ -334,6 +334,40 @@ fn scale_in_order(
         .collect()
 }
 
+/// The tags a task the service starts gets: the service's own
+/// (`propagateTags` SERVICE) or its task definition's (TASK_DEFINITION),
+/// then, with `enableECSManagedTags`, `aws:ecs:clusterName` and
+/// `aws:ecs:serviceName`.
+fn task_tags(
+    stored: &StoredService,
+    cluster: &str,
+    td: Option<&StoredTaskDefinition>,
+) -> Vec<berth_model::common::Tag> {
+    let svc = &stored.service;
+    let mut tags = match svc.propagate_tags.as_deref() {
+        Some("SERVICE") => svc.tags.clone().unwrap_or_default(),
+        Some("TASK_DEFINITION") => td.map(|td| td.tags.clone()).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    if svc.enable_ecs_managed_tags == Some(true) {
+        let managed = [
+            ("aws:ecs:clusterName", cluster.to_string()),
+            (
+                "aws:ecs:serviceName",
+                svc.service_name.clone().unwrap_or_default(),
+            ),
+        ];
+        for (key, value) in managed {
+            tags.retain(|t| t.key.as_deref() != Some(key));
+            tags.push(berth_model::common::Tag {
+                key: Some(key.into()),
+                value: Some(value),
+            });
+        }
+    }
+    tags
+}
+
 fn has_health_check(td: Option<&StoredTaskDefinition>) -> bool {
     td.is_some_and(|td| {
         td.definition
@@ -489,6 +523,11 @@ fn reconcile_one(
     }
     for start in &plan.starts {
         let only = (!start.instance_ids.is_empty()).then_some(start.instance_ids.as_slice());
+        let tags = task_tags(
+            &stored,
+            cluster,
+            tds.get(&start.task_definition).and_then(Option::as_ref),
+        );
         // One placement for the whole start: the engine places them all
         // over one snapshot and they are committed in chunks.
         let (ids, unplaced) = launch_for_service(
@@ -501,6 +540,7 @@ fn reconcile_one(
             &strategies,
             &constraints,
             only,
+            tags,
         )?;
         // ECS names the tasks it started ten to an event.
         for chunk in ids.chunks(10) {

@@ -1053,6 +1053,7 @@ pub(crate) fn launch_for_service(
     strategies: &[Value],
     constraints: &[Value],
     only: Option<&[String]>,
+    tags: Vec<Tag>,
 ) -> Result<(Vec<String>, Option<String>), ApiError> {
     let td = task_definition.to_string();
     let mut launch = prepare(
@@ -1072,6 +1073,9 @@ pub(crate) fn launch_for_service(
     if strategies.is_empty() {
         launch.request.strategies = PlacementStrategy::service_defaults();
     }
+    // Propagated and ECS-managed (`aws:`) tags: validated where they were
+    // set, or the service's own.
+    launch.tags = tags;
     let (tasks, _, message) = place_and_commit(cx, &launch, only)?;
     Ok((tasks.into_iter().map(|t| t.id).collect(), message))
 }
