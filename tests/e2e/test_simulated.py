@@ -177,7 +177,8 @@ def test_a_silent_agent_with_its_connection_open_is_found_lost(tmp_path):
 def test_service_tasks_get_propagated_and_managed_tags(tmp_path):
     """propagateTags SERVICE gives a service's tasks the service's tags,
     TASK_DEFINITION the task definition's; enableECSManagedTags adds
-    aws:ecs:clusterName and aws:ecs:serviceName; NONE gives nothing."""
+    aws:ecs:clusterName and aws:ecs:serviceName; NONE gives nothing. RunTask
+    takes TASK_DEFINITION and the managed tag too, and refuses SERVICE."""
     server = BerthServer(tmp_path / "server", log_dir=tmp_path,
                          extra_args=["--service-interval-ms", "300"]).start()
     aws = server.aws(tmp_path / "cli")
@@ -212,6 +213,18 @@ def test_service_tasks_get_propagated_and_managed_tags(tmp_path):
         assert wait_for(lambda: task_tags("by-service"), timeout=30, what="by-service tasks") == [want, want]
         assert wait_for(lambda: task_tags("by-taskdef"), timeout=30, what="by-taskdef task") == [{"from": "taskdef"}]
         assert wait_for(lambda: task_tags("none"), timeout=30, what="untagged task") == [{}]
+
+        # RunTask: the task definition's tags under the request's own, and
+        # the managed cluster tag; SERVICE is refused.
+        arn = aws("ecs", "run-task", "--cluster", "sim", "--task-definition", "tagged", "--propagate-tags",
+                  "TASK_DEFINITION", "--enable-ecs-managed-tags", "--tags", "key=from,value=request",
+                  "key=extra,value=1")["tasks"][0]["taskArn"]
+        t = aws("ecs", "describe-tasks", "--cluster", "sim", "--tasks", arn, "--include", "TAGS")["tasks"][0]
+        assert {x["key"]: x["value"] for x in t["tags"]} == {"from": "request", "extra": "1",
+                                                              "aws:ecs:clusterName": "sim"}
+        r = aws.run("ecs", "run-task", "--cluster", "sim", "--task-definition", "tagged",
+                    "--propagate-tags", "SERVICE")
+        assert r.returncode != 0 and "InvalidParameterException" in r.stderr, r.stderr
     finally:
         agent.terminate()
         agent.wait(timeout=30)

@@ -443,6 +443,49 @@ struct Launch {
     ports: Vec<PortPlan>,
     started_by: Option<String>,
     tags: Vec<Tag>,
+    /// The task definition's tags, for `propagateTags` TASK_DEFINITION.
+    td_tags: Vec<Tag>,
+}
+
+impl Launch {
+    /// Applies RunTask's and StartTask's `propagateTags` (TASK_DEFINITION:
+    /// the task definition's tags, under the request's own) and
+    /// `enableECSManagedTags` (`aws:ecs:clusterName`). SERVICE is only for
+    /// tasks a service starts.
+    fn finish_tags(&mut self, propagate: Option<&str>, managed: bool) -> Result<(), ApiError> {
+        match propagate {
+            None | Some("NONE") => {}
+            Some("TASK_DEFINITION") => {
+                let mut tags: Vec<Tag> = self
+                    .td_tags
+                    .iter()
+                    .filter(|t| !self.tags.iter().any(|o| o.key == t.key))
+                    .cloned()
+                    .collect();
+                tags.append(&mut self.tags);
+                self.tags = tags;
+            }
+            Some("SERVICE") => {
+                return Err(ApiError::invalid_parameter(
+                    "propagateTags SERVICE is only valid for tasks started by a service.",
+                ))
+            }
+            Some(other) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid propagateTags: {other}. Valid values are [TASK_DEFINITION, SERVICE, NONE]."
+                )))
+            }
+        }
+        if managed {
+            self.tags
+                .retain(|t| t.key.as_deref() != Some("aws:ecs:clusterName"));
+            self.tags.push(Tag {
+                key: Some("aws:ecs:clusterName".into()),
+                value: Some(self.cluster.clone()),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What RunTask and StartTask ask for, before it is checked.
@@ -479,7 +522,9 @@ fn prepare(cx: &Cx<'_>, input: LaunchInput<'_>) -> Result<Launch, ApiError> {
             ))
         }
     };
-    let td = active_task_definition(cx, reference)?.definition;
+    let stored_td = active_task_definition(cx, reference)?;
+    let td_tags = stored_td.tags;
+    let td = stored_td.definition;
     let overrides = overrides.unwrap_or_default();
     let (requirements, ports) = requirements(&td, &overrides)?;
     let tags = tags.unwrap_or_default();
@@ -525,6 +570,7 @@ fn prepare(cx: &Cx<'_>, input: LaunchInput<'_>) -> Result<Launch, ApiError> {
         ports,
         started_by,
         tags,
+        td_tags,
     })
 }
 
@@ -909,6 +955,9 @@ pub(crate) struct RunTaskRequest {
     started_by: Option<String>,
     tags: Option<Vec<Tag>>,
     task_definition: Option<String>,
+    propagate_tags: Option<String>,
+    #[serde(rename = "enableECSManagedTags")]
+    enable_ecs_managed_tags: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -948,7 +997,7 @@ pub(crate) fn run(cx: &Cx<'_>, req: RunTaskRequest) -> Result<TasksResponse, Api
             "Network Configuration is not valid for the given networkMode of this task definition.",
         ));
     }
-    let launch = prepare(
+    let mut launch = prepare(
         cx,
         LaunchInput {
             cluster: req.cluster.as_deref(),
@@ -961,6 +1010,10 @@ pub(crate) fn run(cx: &Cx<'_>, req: RunTaskRequest) -> Result<TasksResponse, Api
             constraints: req.placement_constraints.as_deref().unwrap_or_default(),
             count: count as u32,
         },
+    )?;
+    launch.finish_tags(
+        req.propagate_tags.as_deref(),
+        req.enable_ecs_managed_tags == Some(true),
     )?;
     let (tasks, failures, _) = place_and_commit(cx, &launch, None)?;
     tracing::info!(cluster = %launch.cluster, placed = tasks.len(), failures = failures.len(), "run task");
@@ -981,6 +1034,9 @@ pub(crate) struct StartTaskRequest {
     started_by: Option<String>,
     tags: Option<Vec<Tag>>,
     task_definition: Option<String>,
+    propagate_tags: Option<String>,
+    #[serde(rename = "enableECSManagedTags")]
+    enable_ecs_managed_tags: Option<bool>,
 }
 
 pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse, ApiError> {
@@ -997,7 +1053,7 @@ pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse,
     }
     // One task definition, one check: the launch is the same on every
     // instance named.
-    let launch = prepare(
+    let mut launch = prepare(
         cx,
         LaunchInput {
             cluster: req.cluster.as_deref(),
@@ -1010,6 +1066,10 @@ pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse,
             constraints: &[],
             count: 1,
         },
+    )?;
+    launch.finish_tags(
+        req.propagate_tags.as_deref(),
+        req.enable_ecs_managed_tags == Some(true),
     )?;
     let mut tasks = Vec::new();
     let mut failures = Vec::new();
