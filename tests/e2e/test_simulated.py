@@ -1,7 +1,12 @@
 """Many simulated container instances in one `berth agent` process: the
 scale-test mode. They register, heartbeat over their channels, take tasks
-and report them RUNNING without Docker, and say they are simulated."""
+and report them RUNNING without Docker, and say they are simulated. On
+simulated instances, with the aws CLI: stopped tasks deleted after their
+retention, a frozen agent found lost by its silence, and the tags a task
+gets from its service, its task definition and ECS."""
 
+import os
+import signal
 import subprocess
 import time
 
@@ -11,18 +16,29 @@ from berthlib import (ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, BerthServer, b
 INSTANCES = 20
 
 
-def test_many_simulated_instances_in_one_process(tmp_path):
-    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
-                         extra_args=["--agent-heartbeat-secs", "1", "--agent-timeout-secs", "5"]).start()
+def start_server(tmp_path, *extra_args):
+    """A server on a fresh data dir with cluster `sim`, and its aws CLI."""
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path, extra_args=list(extra_args)).start()
     aws = server.aws(tmp_path / "cli")
     aws("ecs", "create-cluster", "--cluster-name", "sim")
+    return server, aws
+
+
+def start_agent(server, tmp_path, name, instances, poll_ms=300, stdout=subprocess.PIPE):
+    """One `berth agent --runtime simulated` process with `instances`
+    instances in cluster `sim`, logging to <tmp>/<name>.log."""
     env = hermetic_env()
     env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
-    agent = subprocess.Popen(
+    return subprocess.Popen(
         [str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
-         "--runtime", "simulated", "--instances", str(INSTANCES), "--data-dir", str(tmp_path / "agents"),
-         "--poll-interval-ms", "500"],
-        stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "a"), env=env, text=True)
+         "--runtime", "simulated", "--instances", str(instances), "--data-dir", str(tmp_path / name),
+         "--poll-interval-ms", str(poll_ms)],
+        stdout=stdout, stderr=open(tmp_path / f"{name}.log", "a"), env=env, text=True)
+
+
+def test_many_simulated_instances_in_one_process(tmp_path):
+    server, aws = start_server(tmp_path, "--agent-heartbeat-secs", "1", "--agent-timeout-secs", "5")
+    agent = start_agent(server, tmp_path, "agents", INSTANCES, poll_ms=500)
     try:
         line = agent.stdout.readline()
         assert f"registered {INSTANCES} simulated instances" in line, line
@@ -62,17 +78,8 @@ def test_stopped_tasks_are_deleted_after_their_retention(tmp_path):
     """A STOPPED task stays visible for the retention period (ECS: at least
     an hour; 3 s here), then DescribeTasks reports it MISSING and ListTasks
     no longer lists it; a running task is left alone."""
-    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
-                         extra_args=["--stopped-task-retention-secs", "3"]).start()
-    aws = server.aws(tmp_path / "cli")
-    aws("ecs", "create-cluster", "--cluster-name", "sim")
-    env = hermetic_env()
-    env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
-    agent = subprocess.Popen(
-        [str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
-         "--runtime", "simulated", "--instances", "2", "--data-dir", str(tmp_path / "agents"),
-         "--poll-interval-ms", "300"],
-        stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "a"), env=env, text=True)
+    server, aws = start_server(tmp_path, "--stopped-task-retention-secs", "3")
+    agent = start_agent(server, tmp_path, "agents", 2)
     try:
         assert "simulated instances" in agent.stdout.readline()
         aws("ecs", "register-task-definition", "--family", "sim",
@@ -107,24 +114,12 @@ def test_a_silent_agent_with_its_connection_open_is_found_lost(tmp_path):
     connection. The server must find it lost by its silence within the
     timeout and replace its service task elsewhere; after SIGCONT the agent
     comes back and the replaced task is stopped."""
-    import os
-    import signal
-
-    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
-                         extra_args=["--agent-heartbeat-secs", "1", "--agent-timeout-secs", "3",
-                                     "--service-interval-ms", "300"]).start()
-    aws = server.aws(tmp_path / "cli")
-    aws("ecs", "create-cluster", "--cluster-name", "sim")
-    env = hermetic_env()
-    env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
+    server, aws = start_server(tmp_path, "--agent-heartbeat-secs", "1", "--agent-timeout-secs", "3",
+                               "--service-interval-ms", "300")
     agents = []
 
     def start(name):
-        agents.append(subprocess.Popen(
-            [str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
-             "--runtime", "simulated", "--instances", "1", "--data-dir", str(tmp_path / name),
-             "--poll-interval-ms", "300"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "a"), env=env))
+        agents.append(start_agent(server, tmp_path, name, 1, stdout=subprocess.DEVNULL))
 
     def instances():
         arns = aws("ecs", "list-container-instances", "--cluster", "sim")["containerInstanceArns"]
@@ -179,17 +174,8 @@ def test_service_tasks_get_propagated_and_managed_tags(tmp_path):
     TASK_DEFINITION the task definition's; enableECSManagedTags adds
     aws:ecs:clusterName and aws:ecs:serviceName; NONE gives nothing. RunTask
     takes TASK_DEFINITION and the managed tag too, and refuses SERVICE."""
-    server = BerthServer(tmp_path / "server", log_dir=tmp_path,
-                         extra_args=["--service-interval-ms", "300"]).start()
-    aws = server.aws(tmp_path / "cli")
-    aws("ecs", "create-cluster", "--cluster-name", "sim")
-    env = hermetic_env()
-    env.update(AWS_ACCESS_KEY_ID=ROOT_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=ROOT_SECRET_ACCESS_KEY, RUST_LOG="info")
-    agent = subprocess.Popen(
-        [str(berth_binary()), "agent", "--server", server.endpoint, "--cluster", "sim",
-         "--runtime", "simulated", "--instances", "2", "--data-dir", str(tmp_path / "agents"),
-         "--poll-interval-ms", "300"],
-        stdout=subprocess.PIPE, stderr=open(tmp_path / "agent.log", "a"), env=env, text=True)
+    server, aws = start_server(tmp_path, "--service-interval-ms", "300")
+    agent = start_agent(server, tmp_path, "agents", 2)
 
     def task_tags(service):
         arns = aws("ecs", "list-tasks", "--cluster", "sim", "--service-name", service)["taskArns"]
