@@ -271,13 +271,16 @@ impl ControlPlane {
 /// When the PRIMARY deployment of a REPLICA service has more tasks than
 /// desired: which of them the placement engine would stop, in order, from
 /// the service's placement strategies (ECS's service defaults when it has
-/// none). Only the PRIMARY deployment's unfinished tasks count as the
-/// group, so that the balance kept is the balance of what stays. Empty
-/// when there is nothing to scale in.
+/// none). Only the PRIMARY deployment's unfinished tasks on `stoppable`
+/// instances (connected and ACTIVE: the planner's scale-in candidates)
+/// count as the group, so that the balance kept is the balance of what
+/// stays. Empty when there is nothing to scale in; while an agent is lost
+/// its tasks and their replacements do not trigger a snapshot every pass.
 fn scale_in_order(
     stored: &StoredService,
     group: &str,
     view: &[planner::ServiceTask],
+    stoppable: &HashSet<&str>,
     tasks: &[Arc<StoredTask>],
     instances: &[StoredInstance],
 ) -> Vec<String> {
@@ -302,6 +305,7 @@ fn scale_in_order(
             t.deployment_id == primary
                 && t.desired_status == planner::DesiredStatus::Running
                 && t.last_status != planner::TaskStatus::Stopped
+                && stoppable.contains(t.instance_id.as_str())
         })
         .map(|t| t.id.as_str())
         .collect();
@@ -350,20 +354,7 @@ fn task_tags(
         _ => Vec::new(),
     };
     if svc.enable_ecs_managed_tags == Some(true) {
-        let managed = [
-            ("aws:ecs:clusterName", cluster.to_string()),
-            (
-                "aws:ecs:serviceName",
-                svc.service_name.clone().unwrap_or_default(),
-            ),
-        ];
-        for (key, value) in managed {
-            tags.retain(|t| t.key.as_deref() != Some(key));
-            tags.push(berth_model::common::Tag {
-                key: Some(key.into()),
-                value: Some(value),
-            });
-        }
+        crate::tasks::add_managed_tags(&mut tags, cluster, svc.service_name.as_deref());
     }
     tags
 }
@@ -463,7 +454,12 @@ fn reconcile_one(
         });
     }
     let mut input = to_planner(&stored, now);
-    input.scale_in_order = scale_in_order(&stored, &group, &view, tasks, instances);
+    let stoppable: HashSet<&str> = planner_instances
+        .iter()
+        .filter(|i| i.agent_connected && i.status == planner::InstanceStatus::Active)
+        .map(|i| i.id.as_str())
+        .collect();
+    input.scale_in_order = scale_in_order(&stored, &group, &view, &stoppable, tasks, instances);
     let plan = planner::plan(&input, &view, &planner_instances, now);
 
     // Carry it out: stops first (they free capacity), then starts.

@@ -477,14 +477,27 @@ impl Launch {
             }
         }
         if managed {
-            self.tags
-                .retain(|t| t.key.as_deref() != Some("aws:ecs:clusterName"));
-            self.tags.push(Tag {
-                key: Some("aws:ecs:clusterName".into()),
-                value: Some(self.cluster.clone()),
-            });
+            add_managed_tags(&mut self.tags, &self.cluster, None);
         }
         Ok(())
+    }
+}
+
+/// ECS's managed tags (`enableECSManagedTags`): `aws:ecs:clusterName` and,
+/// for a service's tasks, `aws:ecs:serviceName`, replacing any of the same
+/// key.
+pub(crate) fn add_managed_tags(tags: &mut Vec<Tag>, cluster: &str, service: Option<&str>) {
+    let managed = [
+        ("aws:ecs:clusterName", Some(cluster)),
+        ("aws:ecs:serviceName", service),
+    ];
+    for (key, value) in managed {
+        let Some(value) = value else { continue };
+        tags.retain(|t| t.key.as_deref() != Some(key));
+        tags.push(Tag {
+            key: Some(key.into()),
+            value: Some(value.into()),
+        });
     }
 }
 
