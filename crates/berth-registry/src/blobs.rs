@@ -6,7 +6,9 @@
 //! ```
 //!
 //! An upload streams into its temp file while a SHA-256 is computed over
-//! the same bytes; it becomes a blob only after the digest checks out,
+//! the same bytes (on a writer thread, fed batches by the request; a
+//! flusher thread writes finished windows to disk as the upload goes, so
+//! the final fsync is short); it becomes a blob only after the digest checks out,
 //! with an fsync and an atomic rename into place, so a blob path either
 //! does not exist or holds exactly the bytes its name says. A mismatch
 //! removes the temp file. Two uploads of the same blob may finish in any
@@ -22,9 +24,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::digest::Digest;
 use crate::error::RegistryError;
@@ -292,40 +295,67 @@ impl Uploads {
 }
 
 impl Upload {
-    /// Appends a request body, hashing as it goes. The hash and the offset
-    /// only count bytes that reached the file, so a client that hangs up
-    /// mid-chunk leaves a consistent session it can resume.
+    /// Appends a request body. The network side gathers the body into
+    /// batches of [`WRITE_BATCH`] bytes; a blocking thread hashes and
+    /// writes them, and has every [`WRITEBACK_WINDOW`] flushed to disk in
+    /// the background, so the fsync at commit finds little left to do.
+    /// The hash and the offset only count bytes that reached the file, so
+    /// a client that hangs up mid-chunk leaves a consistent session it
+    /// can resume.
+    ///
+    /// The writer thread holds the session's lock until it is done: if
+    /// this future is dropped (the client went away), the session stays
+    /// locked until every byte received is written and counted, so the
+    /// next request sees an offset that matches the file.
     pub async fn append_stream(
-        &mut self,
+        guard: OwnedMutexGuard<Upload>,
         body: axum::body::Body,
         now_ms: i64,
-    ) -> Result<u64, RegistryError> {
-        let file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .await?;
-        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    ) -> Result<(OwnedMutexGuard<Upload>, u64), RegistryError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || write_batches(guard, rx, now_ms));
         let mut stream = body.into_data_stream();
-        let mut result = Ok(());
+        let mut batch = BytesMut::new();
+        let mut received = Ok(());
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(bytes) => {
-                    if let Err(e) = file.write_all(&bytes).await {
-                        result = Err(RegistryError::Io(e));
+                    let full = if batch.is_empty() && bytes.len() >= WRITE_BATCH {
+                        bytes
+                    } else {
+                        if batch.capacity() == 0 {
+                            batch.reserve(WRITE_BATCH);
+                        }
+                        batch.extend_from_slice(&bytes);
+                        if batch.len() < WRITE_BATCH {
+                            continue;
+                        }
+                        std::mem::take(&mut batch).freeze()
+                    };
+                    if tx.send(full).await.is_err() {
+                        // The writer stopped; its result says why.
                         break;
                     }
-                    self.hasher.update(&bytes);
-                    self.offset += bytes.len() as u64;
                 }
                 Err(e) => {
-                    result = Err(RegistryError::Io(std::io::Error::other(e.to_string())));
+                    received = Err(RegistryError::Io(std::io::Error::other(e.to_string())));
                     break;
                 }
             }
         }
-        file.flush().await?;
-        self.touched_ms = now_ms;
-        result.map(|()| self.offset)
+        // What arrived before a hang-up is kept: the session can resume.
+        if !batch.is_empty() {
+            let _ = tx.send(batch.freeze()).await;
+        }
+        drop(tx);
+        let (guard, written) = match writer.await {
+            Ok(r) => r,
+            Err(e) => return Err(RegistryError::Io(std::io::Error::other(e.to_string()))),
+        };
+        written?;
+        received?;
+        let offset = guard.offset;
+        Ok((guard, offset))
     }
 
     /// Appends bytes (ECR's UploadLayerPart). Blocking.
@@ -347,4 +377,82 @@ impl Upload {
     pub fn digest(&self) -> Digest {
         Digest::from_hasher(self.hasher.clone())
     }
+}
+
+/// Bytes handed to the writer thread at a time: large enough that the
+/// hop between threads is rare, small enough to keep memory flat.
+const WRITE_BATCH: usize = 1 << 20;
+/// Batches that may wait for the writer; with [`WRITE_BATCH`] this bounds
+/// the memory of one upload in flight.
+const WRITE_QUEUE: usize = 4;
+/// Written bytes after which the kernel is asked to start writing them
+/// out, so disk writes overlap the transfer instead of all waiting for
+/// the fsync at commit.
+const WRITEBACK_WINDOW: u64 = 8 << 20;
+
+/// The writer thread of [`Upload::append_stream`]: writes and hashes each
+/// batch, in order, until the channel closes or a write fails. A failed
+/// write truncates the file back to what the session counts.
+///
+/// Every [`WRITEBACK_WINDOW`] bytes it asks a flusher thread to
+/// `fdatasync` what is written so far (one flush at a time; a window that
+/// finds one running skips), so the disk works while bytes still arrive.
+/// The flusher is only started by an upload that reaches a window.
+fn write_batches(
+    mut upload: OwnedMutexGuard<Upload>,
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    now_ms: i64,
+) -> (OwnedMutexGuard<Upload>, Result<(), RegistryError>) {
+    upload.touched_ms = now_ms;
+    let mut file = match std::fs::OpenOptions::new().append(true).open(&upload.path) {
+        Ok(f) => f,
+        Err(e) => return (upload, Err(e.into())),
+    };
+    let result = std::thread::scope(|scope| {
+        let mut flusher: Option<std::sync::mpsc::SyncSender<()>> = None;
+        let mut unflushed_from = upload.offset;
+        while let Some(batch) = rx.blocking_recv() {
+            if let Err(e) = file.write_all(&batch) {
+                let _ = file.set_len(upload.offset);
+                return Err(e.into());
+            }
+            upload.hasher.update(&batch);
+            upload.offset += batch.len() as u64;
+            if upload.offset - unflushed_from < WRITEBACK_WINDOW {
+                continue;
+            }
+            unflushed_from = upload.offset;
+            if flusher.is_none() {
+                flusher = start_flusher(scope, &file);
+            }
+            if let Some(tx) = &flusher {
+                // Full means a flush is running; the next window covers
+                // these bytes too.
+                let _ = tx.try_send(());
+            }
+        }
+        Ok(())
+    });
+    (upload, result)
+}
+
+/// A thread that `fdatasync`s a clone of `file` each time it is asked,
+/// until the sender is dropped. Only a head start for the fsync at commit
+/// that makes the blob durable, so failures are ignored.
+fn start_flusher<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    file: &std::fs::File,
+) -> Option<std::sync::mpsc::SyncSender<()>> {
+    let clone = file.try_clone().ok()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("upload-flush".into())
+        .spawn_scoped(scope, move || {
+            while rx.recv().is_ok() {
+                if let Err(err) = clone.sync_data() {
+                    tracing::debug!(error = %err, "background flush of an upload failed");
+                }
+            }
+        });
+    spawned.ok().map(|_| tx)
 }

@@ -539,7 +539,7 @@ async fn get_blob(
             .await
             .map_err(|_| OciError::internal())?;
     }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 1024 * 1024);
     Ok(respond(status, headers, Body::from_stream(stream)))
 }
 
@@ -617,8 +617,8 @@ async fn start_upload(
         // Monolithic upload: the body is the whole blob.
         Some(d) => {
             let handle = reg.uploads.get(&id, name)?;
-            let mut upload = handle.lock_owned().await;
-            finish_upload(reg, name, &id, &mut upload, body, d).await
+            let upload = handle.lock_owned().await;
+            finish_upload(reg, name, &id, upload, body, d).await
         }
         None => Ok(respond(
             StatusCode::ACCEPTED,
@@ -633,15 +633,18 @@ async fn finish_upload(
     reg: &Arc<Registry>,
     name: &str,
     id: &str,
-    upload: &mut tokio::sync::OwnedMutexGuard<crate::blobs::Upload>,
+    upload: tokio::sync::OwnedMutexGuard<crate::blobs::Upload>,
     body: Body,
     expected: Digest,
 ) -> Result<Response, OciError> {
     let now = reg.clock.now_millis();
-    if let Err(e) = upload.append_stream(body, now).await {
-        reg.uploads.cancel(id);
-        return Err(e.into());
-    }
+    let upload = match crate::blobs::Upload::append_stream(upload, body, now).await {
+        Ok((upload, _)) => upload,
+        Err(e) => {
+            reg.uploads.cancel(id);
+            return Err(e.into());
+        }
+    };
     // Hash is done; the commit (fsync, rename) and the link are blocking.
     let (path, upload_digest, size) = (upload.path().to_path_buf(), upload.digest(), upload.offset);
     let (n, exp) = (name.to_string(), expected.clone());
@@ -692,12 +695,12 @@ async fn patch_upload(
 ) -> Result<Response, OciError> {
     require_repo(reg, name).await?;
     let handle = reg.uploads.get(id, name)?;
-    let mut upload = handle.lock_owned().await;
+    let upload = handle.lock_owned().await;
     check_content_range(&req.headers, upload.offset)?;
-    let offset = upload
-        .append_stream(body, reg.clock.now_millis())
-        .await
-        .map_err(OciError::from)?;
+    let (_upload, offset) =
+        crate::blobs::Upload::append_stream(upload, body, reg.clock.now_millis())
+            .await
+            .map_err(OciError::from)?;
     Ok(respond(
         StatusCode::ACCEPTED,
         upload_headers(name, id, offset),
@@ -718,11 +721,11 @@ async fn put_upload(
         Some(d) => parse_digest(&d)?,
         None => return Err(OciError::digest_invalid("digest parameter missing")),
     };
-    let mut upload = handle.lock_owned().await;
+    let upload = handle.lock_owned().await;
     if header_str(&req.headers, header::CONTENT_RANGE).is_some() {
         check_content_range(&req.headers, upload.offset)?;
     }
-    finish_upload(reg, name, id, &mut upload, body, expected).await
+    finish_upload(reg, name, id, upload, body, expected).await
 }
 
 async fn upload_status(reg: &Arc<Registry>, name: &str, id: &str) -> Result<Response, OciError> {

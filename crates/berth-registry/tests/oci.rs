@@ -79,6 +79,21 @@ impl Fixture {
             .unwrap();
     }
 
+    /// Sends a request whose body is a stream (arriving in frames, or
+    /// failing part way, as a real client's can).
+    async fn call_stream(&self, method: &str, uri: &str, body: Body) -> Response<Body> {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Authorization", &self.auth)
+            .body(body)
+            .unwrap();
+        berth_registry::router(self.registry.clone())
+            .oneshot(req)
+            .await
+            .unwrap()
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -443,4 +458,148 @@ fn immutable_tags_refuse_moving_on_put_image() {
         json!({"repositoryName": "imm", "force": true}),
     )
     .unwrap();
+}
+
+/// `len` bytes that are not all one value, so a misplaced frame changes
+/// the digest.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+fn frames(data: &[u8], size: usize) -> Body {
+    let frames: Vec<Result<bytes::Bytes, std::io::Error>> = data
+        .chunks(size)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    Body::from_stream(futures_util::stream::iter(frames))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_in_small_and_large_frames_is_stored_exactly() {
+    // Small frames are gathered into batches; frames of a batch or more
+    // go to the writer as they are; past the writeback window the
+    // flusher runs. The blob must come out byte for byte either way.
+    let f = Fixture::new();
+    f.create("big");
+    let data = pattern(21 << 20, 7);
+    let d = sha(&data);
+    let r = f.call("POST", "/v2/big/blobs/uploads/", &[], vec![]).await;
+    let loc = header(&r, "location");
+    let split = 9 << 20;
+    let r = f
+        .call_stream("PATCH", &loc, frames(&data[..split], 32 << 10))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range"), format!("0-{}", split - 1));
+    let r = f
+        .call_stream(
+            "PUT",
+            &format!("{loc}?digest={d}"),
+            frames(&data[split..], 3 << 20),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
+    assert_eq!(f.upload_files(), 0);
+}
+
+#[tokio::test]
+async fn a_body_that_fails_part_way_leaves_a_session_that_resumes() {
+    let f = Fixture::new();
+    f.create("app");
+    let data = pattern(3 << 20, 11);
+    let d = sha(&data);
+    let r = f.call("POST", "/v2/app/blobs/uploads/", &[], vec![]).await;
+    let loc = header(&r, "location");
+    // Two and a half MiB arrive, then the connection breaks.
+    let kept = (5 << 20) / 2;
+    let mut parts: Vec<Result<bytes::Bytes, std::io::Error>> = data[..kept]
+        .chunks(100_000)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    parts.push(Err(std::io::Error::other("connection reset")));
+    let r = f
+        .call_stream(
+            "PATCH",
+            &loc,
+            Body::from_stream(futures_util::stream::iter(parts)),
+        )
+        .await;
+    assert!(!r.status().is_success(), "{}", r.status());
+    // Everything that arrived is in the file and counted, nothing more.
+    let r = f.call("GET", &loc, &[], vec![]).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), format!("0-{}", kept - 1));
+    let r = f
+        .call(
+            "PATCH",
+            &loc,
+            &[("Content-Range", &format!("{kept}-{}", data.len() - 1))],
+            data[kept..].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = f
+        .call("PUT", &format!("{loc}?digest={d}"), &[], vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_mid_body_leaves_offset_and_file_in_step() {
+    // The client goes away while its body is still arriving: the handler
+    // future is dropped. The next request on the session must see an
+    // offset that matches the file, and resuming from it must work.
+    let f = Arc::new(Fixture::new());
+    f.create("app");
+    let data = pattern(6 << 20, 3);
+    let d = sha(&data);
+    let r = f.call("POST", "/v2/app/blobs/uploads/", &[], vec![]).await;
+    let loc = header(&r, "location");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<bytes::Bytes, std::io::Error>>();
+    // Frames smaller than a write batch, so some are still gathering
+    // when the request is dropped.
+    for c in data[..3 << 20].chunks(100_000) {
+        tx.send(Ok(bytes::Bytes::copy_from_slice(c))).unwrap();
+    }
+    // A body that never ends: the last frames do not come.
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    }));
+    let req = {
+        let (f, loc) = (f.clone(), loc.clone());
+        tokio::spawn(async move { f.call_stream("PATCH", &loc, body).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    req.abort();
+    let _ = req.await;
+    drop(tx);
+    let r = f.call("GET", &loc, &[], vec![]).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let upload_file = std::fs::read_dir(f.data.join("registry/uploads"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let written = std::fs::read(&upload_file).unwrap();
+    let offset = written.len();
+    assert_eq!(
+        header(&r, "range"),
+        format!("0-{}", offset.saturating_sub(1))
+    );
+    assert_eq!(written, data[..offset].to_vec());
+    let r = f
+        .call(
+            "PUT",
+            &format!("{loc}?digest={d}"),
+            &[("Content-Range", &format!("{offset}-{}", data.len() - 1))],
+            data[offset..].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
 }
