@@ -9,8 +9,10 @@ registries as insecure (plain http) by default, so no daemon setup is needed.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import hmac
+import io
 import json
 import os
 import shutil
@@ -509,6 +511,57 @@ def test_skopeo_copy_in_and_out(host, password, repo, build_image, tmp_path):
                              f"docker://{host}/{name}:from-oci").stdout)
     assert inspect["Name"] == f"{host}/{name}"
     assert sorted(inspect["RepoTags"]) == ["archive", "from-oci"]
+
+
+def _oci_layout_with_one_layer(path: Path, layer: bytes, tag: str) -> str:
+    """Writes an OCI image layout holding one image whose single layer is
+    `layer` (gzip bytes); returns the layer's digest."""
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> tuple[str, int]:
+        d = sha256(data)
+        (blobs / d[7:]).write_bytes(data)
+        return d, len(data)
+
+    layer_digest, layer_size = put(layer)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [sha256(gzip.decompress(layer))]}}).encode()
+    config_digest, config_size = put(config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}],
+    }).encode()
+    manifest_digest, manifest_size = put(manifest)
+    (path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size,
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return layer_digest
+
+
+def test_skopeo_round_trips_a_layer_of_many_write_windows(host, password, repo, tmp_path):
+    # 24 MiB of random bytes: the upload crosses many write batches and
+    # several background flush windows on its way in, and comes back out
+    # byte for byte.
+    require_tool("skopeo")
+    name = repo("large")
+    payload = os.urandom(24 << 20)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("payload")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    layer = gzip.compress(buf.getvalue(), compresslevel=0)
+    digest = _oci_layout_with_one_layer(tmp_path / "in", layer, "large")
+    run("skopeo", "copy", *_skopeo_creds(password), f"oci:{tmp_path / 'in'}:large", f"docker://{host}/{name}:large")
+    out = tmp_path / "out"
+    run("skopeo", "copy", "--src-creds", f"AWS:{password}", "--src-tls-verify=false",
+        f"docker://{host}/{name}:large", f"oci:{out}:large")
+    back = (out / "blobs" / "sha256" / digest[7:]).read_bytes()
+    assert len(back) == len(layer)
+    assert sha256(back) == digest
 
 
 def test_skopeo_multi_arch_index(host, password, repo, reg, tmp_path):
