@@ -2,8 +2,10 @@
 boto3, on simulated container instances: a service's deployments from
 PENDING to SUCCESSFUL, newest first, an unfinished one STOPPED by the next,
 a broken revision rolled back by the circuit breaker (ROLLBACK_SUCCESSFUL),
-filters, pages, MISSING failures and ECS's errors."""
+filters, pages, MISSING failures and ECS's errors; finished deployments
+reaped after their retention."""
 
+import contextlib
 import datetime
 import json
 import math
@@ -19,12 +21,12 @@ SIM_BEHAVIOR = "com.berth.simulated.behavior"
 TERMINAL = {"SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"}
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("service-deployments")
+@contextlib.contextmanager
+def running_fleet(tmp, extra_args=()):
+    """A server and one simulated agent of three instances in CLUSTER."""
     server = BerthServer(tmp / "server", log_dir=tmp,
                          extra_args=["--agent-heartbeat-secs", "1", "--agent-timeout-secs", "5",
-                                     "--service-interval-ms", "500"]).start()
+                                     "--service-interval-ms", "500", *extra_args]).start()
     ecs = server.client("ecs")
     aws = server.aws(tmp / "cli")
     ecs.create_cluster(clusterName=CLUSTER)
@@ -44,6 +46,12 @@ def fleet(tmp_path_factory):
         agent.terminate()
         agent.wait(timeout=30)
         server.kill()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    with running_fleet(tmp_path_factory.mktemp("service-deployments")) as f:
+        yield f
 
 
 def register(ecs, family, **extra):
@@ -263,3 +271,43 @@ def test_missing_and_bad_requests(fleet):
     [b] = briefs(ecs, "gone")
     assert b["status"] == "STOPPED" and b["finishedAt"] >= b["createdAt"]
     print(json.dumps(b, default=str))
+
+
+def test_finished_deployments_are_deleted_after_their_retention(tmp_path):
+    # Two seconds of retention instead of ECS's 90 days.
+    with running_fleet(tmp_path, ["--service-deployment-retention-secs", "2"]) as (_, ecs, aws):
+        register(ecs, "ret")
+        aws("ecs", "create-service", "--cluster", CLUSTER, "--service-name", "ret",
+            "--task-definition", "ret", "--desired-count", "1")
+        wait_for(lambda: statuses(ecs, "ret") == ["SUCCESSFUL"], timeout=60, what="first SUCCESSFUL")
+        [old] = briefs(ecs, "ret")
+        register(ecs, "ret", environment=[{"name": "V", "value": "2"}])
+        ecs.update_service(cluster=CLUSTER, service="ret", taskDefinition="ret")
+
+        def newest():
+            b = briefs(ecs, "ret")[0]
+            return b if b["serviceDeploymentArn"] != old["serviceDeploymentArn"] else None
+
+        wait_for(lambda: (newest() or {}).get("status") == "SUCCESSFUL", timeout=90, what="second SUCCESSFUL")
+        current = newest()
+        # The old one ended and left the service: it goes. The current one
+        # is as old but still the service's deployment: it stays, and so
+        # does the old revision it names as its source.
+        wait_for(lambda: len(briefs(ecs, "ret")) == 1, timeout=30, what="the old deployment reaped")
+        assert briefs(ecs, "ret")[0]["serviceDeploymentArn"] == current["serviceDeploymentArn"]
+        out = aws("ecs", "describe-service-deployments", "--service-deployment-arns",
+                  old["serviceDeploymentArn"], current["serviceDeploymentArn"])
+        assert out["failures"] == [{"arn": old["serviceDeploymentArn"], "reason": "MISSING"}]
+        assert [s["arn"] for s in out["serviceDeployments"][0]["sourceServiceRevisions"]] == \
+            [old["targetServiceRevisionArn"]]
+        revs = aws("ecs", "describe-service-revisions", "--service-revision-arns",
+                   old["targetServiceRevisionArn"], current["targetServiceRevisionArn"])
+        assert len(revs["serviceRevisions"]) == 2 and revs["failures"] == []
+        # Deleted, the service's last deployment and both revisions go.
+        ecs.delete_service(cluster=CLUSTER, service="ret", force=True)
+        wait_for(lambda: briefs(ecs, "ret") == [], timeout=60, what="the last deployment reaped")
+        revs = aws("ecs", "describe-service-revisions", "--service-revision-arns",
+                   old["targetServiceRevisionArn"], current["targetServiceRevisionArn"])
+        assert revs["serviceRevisions"] == []
+        assert sorted(f["arn"] for f in revs["failures"]) == \
+            sorted([old["targetServiceRevisionArn"], current["targetServiceRevisionArn"]])

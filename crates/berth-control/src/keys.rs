@@ -77,8 +77,11 @@ pub fn services(cluster: &str) -> String {
 }
 
 pub fn service_deployment(cluster: &str, service: &str, id: &str) -> String {
-    format!("ecs/service-deployment/{cluster}/{service}/{id}")
+    format!("{SERVICE_DEPLOYMENTS}{cluster}/{service}/{id}")
 }
+
+/// Every service deployment record, of every cluster and service.
+pub const SERVICE_DEPLOYMENTS: &str = "ecs/service-deployment/";
 
 /// The listing index of a service's deployments: `inverted` is
 /// `SERVICE_DEPLOYMENT_ORDER_MAX` minus the creation time in microseconds,
@@ -97,6 +100,10 @@ pub const SERVICE_DEPLOYMENT_ORDER_MAX: u64 = 9_999_999_999_999_999;
 
 pub fn service_deployment_link(cluster: &str, service: &str, deployment: &str) -> String {
     format!("ecs/service-deployment-link/{cluster}/{service}/{deployment}")
+}
+
+pub fn service_deployment_links(cluster: &str, service: &str) -> String {
+    format!("ecs/service-deployment-link/{cluster}/{service}/")
 }
 
 pub fn service_revision(cluster: &str, service: &str, id: &str) -> String {

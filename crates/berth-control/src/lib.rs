@@ -40,6 +40,7 @@ use serde::Serialize;
 pub use agents::{liveness, AgentSession, InstanceLiveness, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use service_controller::ServicePass;
+pub use service_deployments::DEFAULT_SERVICE_DEPLOYMENT_RETENTION_SECS;
 pub use tasks::DEFAULT_STOPPED_TASK_RETENTION_SECS;
 
 /// Who is calling, as the edge established it from the request signature.

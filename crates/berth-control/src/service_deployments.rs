@@ -153,6 +153,207 @@ pub(crate) enum Write {
     },
 }
 
+/// How long a finished service deployment stays listed after it ended,
+/// by default: ECS keeps a service's deployment history for 90 days.
+pub const DEFAULT_SERVICE_DEPLOYMENT_RETENTION_SECS: u64 = 90 * 24 * 60 * 60;
+
+/// A stored record as the reaper reads it: where it is and its revision.
+#[derive(Clone, Debug)]
+pub(crate) struct HeldRecord {
+    pub cluster: String,
+    pub service: String,
+    pub mod_revision: berth_store::Revision,
+    pub record: StoredServiceDeployment,
+}
+
+/// When a finished record ended: its finish or stop time, else its last
+/// update.
+fn ended_at(r: &StoredServiceDeployment) -> Option<f64> {
+    let d = &r.deployment;
+    d.finished_at.or(d.stopped_at).or(d.updated_at)
+}
+
+/// The records past their retention (indexes into `records`): finished
+/// (a terminal status), ended before `cutoff`, and neither their
+/// deployment nor their rollback deployment still one of the service's
+/// deployments. `live` holds `(cluster, service, deployment id)` of every
+/// deployment the services still have.
+pub(crate) fn expired(
+    records: &[HeldRecord],
+    live: &BTreeSet<(String, String, String)>,
+    cutoff: f64,
+) -> Vec<usize> {
+    let is_live = |h: &HeldRecord, id: &str| {
+        live.contains(&(h.cluster.clone(), h.service.clone(), id.to_string()))
+    };
+    records
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| is_terminal(h.record.status()))
+        .filter(|(_, h)| ended_at(&h.record).is_some_and(|t| t < cutoff))
+        .filter(|(_, h)| !is_live(h, &h.record.deployment_id))
+        .filter(|(_, h)| {
+            h.record
+                .rollback_deployment_id
+                .as_deref()
+                .is_none_or(|id| !is_live(h, id))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Every revision ARN a record names: its target, its sources and the
+/// revision it rolled back to.
+fn revisions_named(r: &StoredServiceDeployment) -> impl Iterator<Item = &str> {
+    let d = &r.deployment;
+    d.target_service_revision
+        .iter()
+        .chain(d.source_service_revisions.iter().flatten())
+        .filter_map(|s| s.arn.as_deref())
+        .chain(
+            d.rollback
+                .as_ref()
+                .and_then(|rb| rb.service_revision_arn.as_deref()),
+        )
+}
+
+/// The store key of a revision ARN (`.../service-revision/<cluster>/<service>/<id>`).
+fn revision_key(arn: &str) -> Option<String> {
+    let (_, rest) = arn.split_once(":service-revision/")?;
+    let mut parts = rest.splitn(3, '/');
+    let (cluster, service, id) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(keys::service_revision(cluster, service, id))
+}
+
+impl crate::ControlPlane {
+    /// Deletes the service deployment records that finished more than
+    /// `retention_secs` ago and whose deployment the service no longer
+    /// has, with their listing entries and links, and the revisions they
+    /// name (their own, their sources, the one rolled back to) unless a
+    /// remaining record still names them. Each record's deletion
+    /// is guarded on the revision it was read at, so a record written
+    /// meanwhile is left for the next run. Returns how many were deleted.
+    pub fn reap_service_deployments(&self, retention_secs: f64) -> Result<usize, ApiError> {
+        let caller = crate::Caller {
+            principal_arn: self.inner.scope.root_principal(),
+            access_key_id: "berth-service-deployment-reaper".into(),
+        };
+        let cx = self.cx(&caller);
+        let cutoff = cx.now() - retention_secs;
+        let mut held = Vec::new();
+        for kv in state::scan(cx.store(), keys::SERVICE_DEPLOYMENTS)? {
+            let mut parts = kv.key[keys::SERVICE_DEPLOYMENTS.len()..].splitn(3, '/');
+            let (Some(cluster), Some(service), Some(_)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<StoredServiceDeployment>(&kv.value) else {
+                tracing::warn!(key = %kv.key, "undecodable service deployment record skipped");
+                continue;
+            };
+            held.push(HeldRecord {
+                cluster: cluster.to_string(),
+                service: service.to_string(),
+                mod_revision: kv.mod_revision,
+                record,
+            });
+        }
+        let mut services: BTreeSet<(String, String)> = BTreeSet::new();
+        for h in &held {
+            if is_terminal(h.record.status()) && ended_at(&h.record).is_some_and(|t| t < cutoff) {
+                services.insert((h.cluster.clone(), h.service.clone()));
+            }
+        }
+        if services.is_empty() {
+            return Ok(0);
+        }
+        let mut live = BTreeSet::new();
+        for (cluster, service) in &services {
+            let Some(svc) =
+                state::get::<StoredService>(cx.store(), &keys::service(cluster, service))?
+            else {
+                continue;
+            };
+            // A deleted service's deployments are over.
+            if svc.value.service.status.as_deref() == Some("INACTIVE") {
+                continue;
+            }
+            for d in svc.value.service.deployments.iter().flatten() {
+                if let Some(id) = &d.id {
+                    live.insert((cluster.clone(), service.clone(), id.clone()));
+                }
+            }
+        }
+        let doomed: BTreeSet<usize> = expired(&held, &live, cutoff).into_iter().collect();
+        let named: BTreeSet<&str> = held
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !doomed.contains(i))
+            .flat_map(|(_, h)| revisions_named(&h.record))
+            .collect();
+        let mut deleted = 0;
+        for &i in &doomed {
+            let h = &held[i];
+            let (cluster, service, id) =
+                (h.cluster.as_str(), h.service.as_str(), h.record.id.as_str());
+            let key = keys::service_deployment(cluster, service, id);
+            let mut ops = vec![Op::Delete { key: key.clone() }];
+            if let Some(created_at) = h.record.deployment.created_at {
+                ops.push(Op::Delete {
+                    key: keys::service_deployment_order(
+                        cluster,
+                        service,
+                        inverted_micros(created_at),
+                        id,
+                    ),
+                });
+            }
+            // Its own revision and the ones it came from or rolled back
+            // to, unless a record that stays still names them.
+            let own = revision_arn(cx.scope(), cluster, service, id);
+            let revisions: BTreeSet<&str> = revisions_named(&h.record)
+                .chain(std::iter::once(own.as_str()))
+                .filter(|arn| !named.contains(arn))
+                .collect();
+            for arn in revisions {
+                if let Some(key) = revision_key(arn) {
+                    ops.push(Op::Delete { key });
+                }
+            }
+            for kv in state::scan(
+                cx.store(),
+                &keys::service_deployment_links(cluster, service),
+            )? {
+                let names_it = serde_json::from_slice::<DeploymentLink>(&kv.value)
+                    .is_ok_and(|link| link.record_id == id);
+                if names_it {
+                    ops.push(Op::Delete { key: kv.key });
+                }
+            }
+            let txn = berth_store::Txn {
+                compares: vec![berth_store::Compare::ModRevision {
+                    key,
+                    revision: h.mod_revision,
+                }],
+                success: ops,
+                failure: Vec::new(),
+            };
+            if cx.store().txn(txn).map_err(state::store_error)?.succeeded {
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(
+                deleted,
+                retention_secs,
+                "service deployments past their retention deleted"
+            );
+        }
+        Ok(deleted)
+    }
+}
+
 /// The id of the record (and revision) of a deployment: the number of
 /// `ecs-svc/<number>`, or the id with anything outside `[A-Za-z0-9_-]`
 /// replaced, so it is one segment of a key and of an ARN.
@@ -1767,6 +1968,129 @@ mod tests {
             json!({"cluster": "c", "service": "web", "force": true}),
         );
         assert_eq!(p.statuses().len(), 4);
+    }
+
+    #[test]
+    fn finished_deployments_are_reaped_after_their_retention() {
+        let p = setup();
+        p.ok(
+            "CreateService",
+            json!({"cluster": "c", "serviceName": "web", "taskDefinition": "good", "desiredCount": 2}),
+        );
+        p.run_until("first rollout", |p| p.statuses() == ["SUCCESSFUL"]);
+        p.clock.advance(1);
+        p.ok(
+            "UpdateService",
+            json!({"cluster": "c", "service": "web", "taskDefinition": "good2"}),
+        );
+        p.run_until("second rollout", |p| {
+            p.statuses() == ["SUCCESSFUL", "SUCCESSFUL"]
+        });
+        let briefs = p.list(json!({}))["serviceDeployments"].clone();
+        let (current, old) = (&briefs[0], &briefs[1]);
+        let revision = |b: &Value| b["targetServiceRevisionArn"].clone();
+        let describe = |arn: &Value| {
+            p.ok(
+                "DescribeServiceDeployments",
+                json!({"serviceDeploymentArns": [arn]}),
+            )
+        };
+        let revisions = |arns: Value| {
+            p.ok(
+                "DescribeServiceRevisions",
+                json!({"serviceRevisionArns": arns}),
+            )
+        };
+
+        // Within the retention nothing goes.
+        assert_eq!(p.cp.reap_service_deployments(3600.0).unwrap(), 0);
+        // Past it, the old record goes; the current one is past it too but
+        // is still the service's deployment, so it stays.
+        p.clock.advance(2 * 3600 * 1000);
+        assert_eq!(p.cp.reap_service_deployments(3600.0).unwrap(), 1);
+        assert_eq!(p.statuses(), ["SUCCESSFUL"]);
+        assert_eq!(
+            p.list(json!({}))["serviceDeployments"][0]["serviceDeploymentArn"],
+            current["serviceDeploymentArn"]
+        );
+        assert_eq!(
+            describe(&old["serviceDeploymentArn"])["failures"][0]["reason"],
+            "MISSING"
+        );
+        // The old revision stays while the current record names it as its
+        // source.
+        let src = &describe(&current["serviceDeploymentArn"])["serviceDeployments"][0]
+            ["sourceServiceRevisions"][0]["arn"];
+        assert_eq!(*src, revision(old));
+        let revs = revisions(json!([revision(old), revision(current)]));
+        assert_eq!(revs["serviceRevisions"].as_array().unwrap().len(), 2);
+        assert_eq!(p.cp.reap_service_deployments(3600.0).unwrap(), 0);
+
+        // Once the service is deleted its last record goes too, and with it
+        // both revisions.
+        p.ok(
+            "DeleteService",
+            json!({"cluster": "c", "service": "web", "force": true}),
+        );
+        for _ in 0..5 {
+            p.step();
+        }
+        p.clock.advance(2 * 3600 * 1000);
+        assert_eq!(p.cp.reap_service_deployments(3600.0).unwrap(), 1);
+        assert!(p.statuses().is_empty());
+        let revs = revisions(json!([revision(old), revision(current)]));
+        assert_eq!(revs["serviceRevisions"], json!([]));
+        assert_eq!(revs["failures"].as_array().unwrap().len(), 2);
+        // Nothing of it is left in the store.
+        for prefix in [
+            "ecs/service-deployment/",
+            "ecs/service-deployment-order/",
+            "ecs/service-deployment-link/",
+            "ecs/service-revision/",
+        ] {
+            assert!(
+                state::scan(p.cp.inner.store.as_ref(), prefix)
+                    .unwrap()
+                    .is_empty(),
+                "{prefix}"
+            );
+        }
+    }
+
+    #[test]
+    fn reaping_picks_finished_records_no_service_still_runs() {
+        let rec = |id: &str, status: &str, ended: Option<f64>, rollback: Option<&str>| HeldRecord {
+            cluster: "c".into(),
+            service: "web".into(),
+            mod_revision: 1,
+            record: StoredServiceDeployment {
+                id: id.into(),
+                deployment_id: format!("ecs-svc/{id}"),
+                rollback_deployment_id: rollback.map(str::to_string),
+                deployment: ServiceDeployment {
+                    status: Some(status.into()),
+                    finished_at: ended,
+                    ..Default::default()
+                },
+            },
+        };
+        let records = vec![
+            rec("1", SUCCESSFUL, Some(T0), None),
+            rec("2", STOPPED, Some(T0), None),
+            rec("3", IN_PROGRESS, Some(T0), None),
+            rec("4", SUCCESSFUL, Some(T0 + 100.0), None),
+            rec("5", SUCCESSFUL, Some(T0), None),
+            rec("6", ROLLBACK_SUCCESSFUL, Some(T0), Some("ecs-svc/r6")),
+            rec("7", ROLLBACK_FAILED, None, None),
+        ];
+        let live: BTreeSet<(String, String, String)> = ["ecs-svc/5", "ecs-svc/r6"]
+            .iter()
+            .map(|id| ("c".to_string(), "web".to_string(), id.to_string()))
+            .collect();
+        // 1 and 2 are finished, old and gone from the service; 3 is not
+        // finished; 4 ended after the cutoff; 5 is still the service's;
+        // 6's rollback deployment is still the service's; 7 has no time.
+        assert_eq!(expired(&records, &live, T0 + 50.0), vec![0, 1]);
     }
 
     #[test]

@@ -146,6 +146,11 @@ struct ServerArgs {
     #[arg(long, env = "BERTH_STOPPED_TASK_RETENTION_SECS",
           default_value_t = berth_control::DEFAULT_STOPPED_TASK_RETENTION_SECS)]
     stopped_task_retention_secs: u64,
+    /// Seconds a finished service deployment stays listed (with its
+    /// revision) before it is deleted.
+    #[arg(long, env = "BERTH_SERVICE_DEPLOYMENT_RETENTION_SECS",
+          default_value_t = berth_control::DEFAULT_SERVICE_DEPLOYMENT_RETENTION_SECS)]
+    service_deployment_retention_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -290,6 +295,14 @@ async fn run_server(
         std::time::Duration::from_secs_f64((retention / 4.0).clamp(0.5, 60.0)),
         None,
         move || control.reap_stopped_tasks(retention),
+    );
+    let control = parts.edge.control.clone();
+    let retention = args.service_deployment_retention_secs as f64;
+    spawn_periodic(
+        "service deployment reaper",
+        std::time::Duration::from_secs_f64((retention / 4.0).clamp(0.5, 600.0)),
+        None,
+        move || control.reap_service_deployments(retention),
     );
     tracing::info!(listen = %local, region = %args.region, "berth server ready");
     // The line scripts wait for; printed on stdout so it is easy to find.
