@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::digest::{Digest, DigestError};
 use crate::error::{OciError, RegistryError};
@@ -531,16 +530,56 @@ async fn get_blob(
     if !with_body {
         return Ok(respond(status, headers, Body::empty()));
     }
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| OciError::blob_unknown(digest))?;
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|_| OciError::internal())?;
-    }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 1024 * 1024);
-    Ok(respond(status, headers, Body::from_stream(stream)))
+    // Opened here, so a blob that vanished since the lookup is a 404 and
+    // not a broken body.
+    let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+        Ok(Ok(f)) => f,
+        _ => return Err(OciError::blob_unknown(digest)),
+    };
+    Ok(respond(status, headers, file_body(file, start, len)))
+}
+
+/// Bytes read from a blob file per body frame.
+const READ_CHUNK: u64 = 1 << 20;
+/// Frames read ahead of the client.
+const READ_AHEAD: usize = 2;
+
+/// `len` bytes of `file` from `start`, as a response body. A blocking
+/// thread reads them straight into the buffers the body sends (through
+/// `tokio::fs` every read would be copied once more), a few frames ahead
+/// of the client, and stops when the client goes away.
+fn file_body(mut file: std::fs::File, start: u64, len: u64) -> Body {
+    use std::io::{Read as _, Seek as _};
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        if start > 0 {
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(READ_CHUNK);
+            // `read_to_end` fills the spare capacity without zeroing it.
+            let mut buf = Vec::with_capacity(want as usize);
+            let frame = match (&mut file).take(want).read_to_end(&mut buf) {
+                Ok(0) => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                Ok(n) => {
+                    left -= n as u64;
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = frame.is_err();
+            if tx.blocking_send(frame).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    }))
 }
 
 async fn delete_blob(reg: &Arc<Registry>, name: &str, digest: &str) -> Result<Response, OciError> {

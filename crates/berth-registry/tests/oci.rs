@@ -503,6 +503,23 @@ async fn a_large_upload_in_small_and_large_frames_is_stored_exactly() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
     assert_eq!(f.upload_files(), 0);
+    // Read back whole, and a range across read chunks, in many frames.
+    let r = f
+        .call("GET", &format!("/v2/big/blobs/{d}"), &[], vec![])
+        .await;
+    assert_eq!(header(&r, "content-length"), data.len().to_string());
+    assert_eq!(body_bytes(r).await, data);
+    let (from, to) = ((1 << 20) - 5, (5 << 20) + 7);
+    let r = f
+        .call(
+            "GET",
+            &format!("/v2/big/blobs/{d}"),
+            &[("Range", &format!("bytes={from}-{to}"))],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body_bytes(r).await, data[from..=to].to_vec());
 }
 
 #[tokio::test]
