@@ -7,13 +7,13 @@
 //!
 //! An upload streams into its temp file while a SHA-256 is computed over
 //! the same bytes (on a writer thread, fed batches by the request; a
-//! flusher thread writes finished windows to disk as the upload goes, so
-//! the final fsync is short); it becomes a blob only after the digest checks out,
-//! with an fsync and an atomic rename into place, so a blob path either
-//! does not exist or holds exactly the bytes its name says. A mismatch
-//! removes the temp file. Two uploads of the same blob may finish in any
-//! order: the second rename replaces a file with identical bytes, which
-//! readers cannot tell apart (an open file keeps its inode).
+//! flusher thread syncs finished windows to disk as the upload goes, so
+//! the final fsync is short); it becomes a blob only after the digest
+//! checks out, with an fsync and an atomic rename into place, so a blob
+//! path either does not exist or holds exactly the bytes its name says. A
+//! mismatch removes the temp file. Two uploads of the same blob may finish
+//! in any order: the second rename replaces a file with identical bytes,
+//! which readers cannot tell apart (an open file keeps its inode).
 //!
 //! Upload sessions live in memory (the temp file plus the running hash);
 //! a restart abandons them and clears the uploads directory. Sessions
@@ -385,9 +385,9 @@ const WRITE_BATCH: usize = 1 << 20;
 /// Batches that may wait for the writer; with [`WRITE_BATCH`] this bounds
 /// the memory of one upload in flight.
 const WRITE_QUEUE: usize = 4;
-/// Written bytes after which the kernel is asked to start writing them
-/// out, so disk writes overlap the transfer instead of all waiting for
-/// the fsync at commit.
+/// Written bytes after which the flusher thread syncs them to disk, so
+/// disk writes overlap the transfer instead of all waiting for the fsync
+/// at commit.
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 /// The writer thread of [`Upload::append_stream`]: writes and hashes each
