@@ -6,8 +6,8 @@
 //! ```
 //!
 //! An upload streams into its temp file while a SHA-256 is computed over
-//! the same bytes (on a writer thread, fed batches by the request; a
-//! flusher thread syncs finished windows to disk as the upload goes, so
+//! the same bytes (in batches on the blocking pool, one written while the
+//! next arrives; finished windows are synced to disk as the upload goes, so
 //! the final fsync is short); it becomes a blob only after the digest
 //! checks out, with an fsync and an atomic rename into place, so a blob
 //! path either does not exist or holds exactly the bytes its name says. A
@@ -295,65 +295,57 @@ impl Uploads {
 }
 
 impl Upload {
-    /// Appends a request body. The network side gathers the body into
-    /// batches of [`WRITE_BATCH`] bytes; a blocking thread hashes and
-    /// writes them, and has every [`WRITEBACK_WINDOW`] flushed to disk in
-    /// the background, so the fsync at commit finds little left to do.
-    /// The hash and the offset only count bytes that reached the file, so
-    /// a client that hangs up mid-chunk leaves a consistent session it
-    /// can resume.
+    /// Appends a request body. The request gathers the body into batches
+    /// of [`WRITE_BATCH`] bytes; each batch is hashed and written on the
+    /// blocking pool while the next one arrives, and every
+    /// [`WRITEBACK_WINDOW`] is synced to disk in the background, so the
+    /// fsync at commit finds little left to do. The hash and the offset only
+    /// count bytes that reached the file, so a client that hangs up
+    /// mid-chunk leaves a consistent session it can resume.
     ///
-    /// The writer thread holds the session's lock until it is done: if
-    /// this future is dropped (the client went away), the session stays
-    /// locked until every byte received is written and counted, so the
-    /// next request sees an offset that matches the file.
+    /// The session's lock travels with each write: if this future is
+    /// dropped (the client went away) while a batch is being written, the
+    /// lock is released only after that batch is written and counted, so
+    /// the next request sees an offset that matches the file. No thread is
+    /// held while the client is slow to send.
     pub async fn append_stream(
         guard: OwnedMutexGuard<Upload>,
         body: axum::body::Body,
         now_ms: i64,
     ) -> Result<(OwnedMutexGuard<Upload>, u64), RegistryError> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || write_batches(guard, rx, now_ms));
+        let mut stage = Stage::Idle(Sink::open(guard, now_ms).await?);
         let mut stream = body.into_data_stream();
         let mut batch = BytesMut::new();
         let mut received = Ok(());
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    let full = if batch.is_empty() && bytes.len() >= WRITE_BATCH {
-                        bytes
-                    } else {
-                        if batch.capacity() == 0 {
-                            batch.reserve(WRITE_BATCH);
-                        }
-                        batch.extend_from_slice(&bytes);
-                        if batch.len() < WRITE_BATCH {
-                            continue;
-                        }
-                        std::mem::take(&mut batch).freeze()
-                    };
-                    if tx.send(full).await.is_err() {
-                        // The writer stopped; its result says why.
-                        break;
+        loop {
+            let full = match stream.next().await {
+                Some(Ok(bytes)) if batch.is_empty() && bytes.len() >= WRITE_BATCH => bytes,
+                Some(Ok(bytes)) => {
+                    if batch.capacity() == 0 {
+                        batch.reserve(WRITE_BATCH);
                     }
+                    batch.extend_from_slice(&bytes);
+                    if batch.len() < WRITE_BATCH {
+                        continue;
+                    }
+                    std::mem::take(&mut batch).freeze()
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     received = Err(RegistryError::Io(std::io::Error::other(e.to_string())));
                     break;
                 }
-            }
+                None => break,
+            };
+            // One batch is written while the next one gathers.
+            stage = Stage::Writing(stage.settle().await?.write(full));
         }
+        let mut sink = stage.settle().await?;
         // What arrived before a hang-up is kept: the session can resume.
         if !batch.is_empty() {
-            let _ = tx.send(batch.freeze()).await;
+            sink = Stage::Writing(sink.write(batch.freeze())).settle().await?;
         }
-        drop(tx);
-        let (guard, written) = match writer.await {
-            Ok(r) => r,
-            Err(e) => return Err(RegistryError::Io(std::io::Error::other(e.to_string()))),
-        };
-        written?;
         received?;
+        let guard = sink.upload;
         let offset = guard.offset;
         Ok((guard, offset))
     }
@@ -379,80 +371,98 @@ impl Upload {
     }
 }
 
-/// Bytes handed to the writer thread at a time: large enough that the
-/// hop between threads is rare, small enough to keep memory flat.
+/// Bytes written per blocking call: large enough that the hop to the
+/// blocking pool is rare, small enough to keep memory flat (one batch is
+/// written while the next one gathers).
 const WRITE_BATCH: usize = 1 << 20;
-/// Batches that may wait for the writer; with [`WRITE_BATCH`] this bounds
-/// the memory of one upload in flight.
-const WRITE_QUEUE: usize = 4;
-/// Written bytes after which the flusher thread syncs them to disk, so
-/// disk writes overlap the transfer instead of all waiting for the fsync
-/// at commit.
+/// Written bytes after which they are synced to disk in the background,
+/// so disk writes overlap the transfer instead of all waiting for the
+/// fsync at commit.
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
-/// The writer thread of [`Upload::append_stream`]: writes and hashes each
-/// batch, in order, until the channel closes or a write fails. A failed
-/// write truncates the file back to what the session counts.
-///
-/// Every [`WRITEBACK_WINDOW`] bytes it asks a flusher thread to
-/// `fdatasync` what is written so far (one flush at a time; a window that
-/// finds one running skips), so the disk works while bytes still arrive.
-/// The flusher is only started by an upload that reaches a window.
-fn write_batches(
-    mut upload: OwnedMutexGuard<Upload>,
-    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
-    now_ms: i64,
-) -> (OwnedMutexGuard<Upload>, Result<(), RegistryError>) {
-    upload.touched_ms = now_ms;
-    let mut file = match std::fs::OpenOptions::new().append(true).open(&upload.path) {
-        Ok(f) => f,
-        Err(e) => return (upload, Err(e.into())),
-    };
-    let result = std::thread::scope(|scope| {
-        let mut flusher: Option<std::sync::mpsc::SyncSender<()>> = None;
-        let mut unflushed_from = upload.offset;
-        while let Some(batch) = rx.blocking_recv() {
-            if let Err(e) = file.write_all(&batch) {
-                let _ = file.set_len(upload.offset);
-                return Err(e.into());
-            }
-            upload.hasher.update(&batch);
-            upload.offset += batch.len() as u64;
-            if upload.offset - unflushed_from < WRITEBACK_WINDOW {
-                continue;
-            }
-            unflushed_from = upload.offset;
-            if flusher.is_none() {
-                flusher = start_flusher(scope, &file);
-            }
-            if let Some(tx) = &flusher {
-                // Full means a flush is running; the next window covers
-                // these bytes too.
-                let _ = tx.try_send(());
-            }
-        }
-        Ok(())
-    });
-    (upload, result)
+/// An upload being appended to: the session (its lock held), its file
+/// open for appending, and the background flush.
+struct Sink {
+    upload: OwnedMutexGuard<Upload>,
+    file: Arc<std::fs::File>,
+    unflushed_from: u64,
+    flushing: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// A thread that `fdatasync`s a clone of `file` each time it is asked,
-/// until the sender is dropped. Only a head start for the fsync at commit
-/// that makes the blob durable, so failures are ignored.
-fn start_flusher<'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    file: &std::fs::File,
-) -> Option<std::sync::mpsc::SyncSender<()>> {
-    let clone = file.try_clone().ok()?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let spawned = std::thread::Builder::new()
-        .name("upload-flush".into())
-        .spawn_scoped(scope, move || {
-            while rx.recv().is_ok() {
-                if let Err(err) = clone.sync_data() {
-                    tracing::debug!(error = %err, "background flush of an upload failed");
-                }
+/// A batch being written: the sink comes back with the result.
+type WriteHandle = tokio::task::JoinHandle<(Sink, Result<(), RegistryError>)>;
+
+/// The sink, between writes or in one.
+enum Stage {
+    Idle(Sink),
+    Writing(WriteHandle),
+}
+
+impl Stage {
+    /// The sink once no write is running. A failed write ends the append
+    /// (the sink, and with it the session's lock, is dropped).
+    async fn settle(self) -> Result<Sink, RegistryError> {
+        match self {
+            Stage::Idle(sink) => Ok(sink),
+            Stage::Writing(handle) => match handle.await {
+                Ok((sink, Ok(()))) => Ok(sink),
+                Ok((_, Err(e))) => Err(e),
+                Err(e) => Err(RegistryError::Io(std::io::Error::other(e.to_string()))),
+            },
+        }
+    }
+}
+
+impl Sink {
+    async fn open(mut upload: OwnedMutexGuard<Upload>, now_ms: i64) -> Result<Self, RegistryError> {
+        upload.touched_ms = now_ms;
+        let path = upload.path.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new().append(true).open(path)
+        })
+        .await
+        .map_err(|e| RegistryError::Io(std::io::Error::other(e.to_string())))??;
+        let unflushed_from = upload.offset;
+        Ok(Sink {
+            upload,
+            file: Arc::new(file),
+            unflushed_from,
+            flushing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
+    }
+
+    /// Writes and hashes `batch` on the blocking pool. A failed write
+    /// truncates the file back to what the session counts.
+    fn write(mut self, batch: Bytes) -> WriteHandle {
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = (&*self.file).write_all(&batch) {
+                let _ = self.file.set_len(self.upload.offset);
+                return (self, Err(e.into()));
             }
+            self.upload.hasher.update(&batch);
+            self.upload.offset += batch.len() as u64;
+            if self.upload.offset - self.unflushed_from >= WRITEBACK_WINDOW {
+                self.unflushed_from = self.upload.offset;
+                self.start_flush();
+            }
+            (self, Ok(()))
+        })
+    }
+
+    /// Syncs what is written so far on the blocking pool, unless a sync is
+    /// already running (the next window covers these bytes too). Only a
+    /// head start for the fsync at commit, so failures are ignored.
+    fn start_flush(&self) {
+        use std::sync::atomic::Ordering;
+        if self.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (file, flushing) = (self.file.clone(), self.flushing.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = file.sync_data() {
+                tracing::debug!(error = %err, "background flush of an upload failed");
+            }
+            flushing.store(false, Ordering::Release);
         });
-    spawned.ok().map(|_| tx)
+    }
 }

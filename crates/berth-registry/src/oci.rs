@@ -541,44 +541,51 @@ async fn get_blob(
 
 /// Bytes read from a blob file per body frame.
 const READ_CHUNK: u64 = 1 << 20;
-/// Frames read ahead of the client.
-const READ_AHEAD: usize = 2;
 
-/// `len` bytes of `file` from `start`, as a response body. A blocking
-/// thread reads them straight into the buffers the body sends (through
-/// `tokio::fs` every read would be copied once more), a few frames ahead
-/// of the client, and stops when the client goes away.
-fn file_body(mut file: std::fs::File, start: u64, len: u64) -> Body {
+/// A read in flight: the file comes back with the bytes, and how many
+/// are left after them.
+type ReadHandle = tokio::task::JoinHandle<(std::fs::File, u64, std::io::Result<Vec<u8>>)>;
+
+/// Reads the next frame (at most [`READ_CHUNK`] of the `left` bytes) on
+/// the blocking pool, straight into the buffer the body will send
+/// (`tokio::fs` would copy it once more). The thread is held only for the
+/// read, never while the client is slow to take the bytes.
+fn read_frame(mut file: std::fs::File, seek: Option<u64>, left: u64) -> ReadHandle {
     use std::io::{Read as _, Seek as _};
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
-        if start > 0 {
-            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
-                let _ = tx.blocking_send(Err(e));
-                return;
+        if let Some(at) = seek {
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(at)) {
+                return (file, left, Err(e));
             }
         }
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(READ_CHUNK);
-            // `read_to_end` fills the spare capacity without zeroing it.
-            let mut buf = Vec::with_capacity(want as usize);
-            let frame = match (&mut file).take(want).read_to_end(&mut buf) {
-                Ok(0) => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
-                Ok(n) => {
-                    left -= n as u64;
-                    Ok(bytes::Bytes::from(buf))
-                }
-                Err(e) => Err(e),
-            };
-            let failed = frame.is_err();
-            if tx.blocking_send(frame).is_err() || failed {
-                return;
-            }
+        let want = left.min(READ_CHUNK);
+        // `read_to_end` fills the spare capacity without zeroing it.
+        let mut buf = Vec::with_capacity(want as usize);
+        let read = (&mut file).take(want).read_to_end(&mut buf);
+        match read {
+            Ok(0) => (file, left, Err(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => (file, left - n as u64, Ok(buf)),
+            Err(e) => (file, left, Err(e)),
         }
-    });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|frame| (frame, rx))
+    })
+}
+
+/// `len` bytes of `file` from `start`, as a response body, one frame read
+/// ahead of the one being sent.
+fn file_body(file: std::fs::File, start: u64, len: u64) -> Body {
+    let first = (len > 0).then(|| read_frame(file, (start > 0).then_some(start), len));
+    Body::from_stream(futures_util::stream::unfold(first, |next| async move {
+        let (file, left, read) = match next?.await {
+            Ok(done) => done,
+            Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+        };
+        match read {
+            Ok(buf) => {
+                let ahead = (left > 0).then(|| read_frame(file, None, left));
+                Some((Ok(bytes::Bytes::from(buf)), ahead))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
     }))
 }
 

@@ -620,3 +620,64 @@ async fn a_request_dropped_mid_body_leaves_offset_and_file_in_step() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
 }
+
+#[test]
+fn slow_clients_hold_no_blocking_thread() {
+    // A blocking pool of one thread: if a stalled upload or an unread
+    // download kept a thread, every later request would wait forever.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let f = Arc::new(Fixture::new());
+        f.create("app");
+        let big = pattern(5 << 20, 5);
+        let big_digest = f.push_blob("app", &big).await;
+        let small = f.push_blob("app", b"small").await;
+
+        // An upload whose client sent 2 MiB and then stalled.
+        let r = f.call("POST", "/v2/app/blobs/uploads/", &[], vec![]).await;
+        let loc = header(&r, "location");
+        let (tx, rx) =
+            tokio::sync::mpsc::unbounded_channel::<Result<bytes::Bytes, std::io::Error>>();
+        tx.send(Ok(bytes::Bytes::from(pattern(2 << 20, 9))))
+            .unwrap();
+        let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        }));
+        let stalled = {
+            let f = f.clone();
+            tokio::spawn(async move { f.call_stream("PATCH", &loc, body).await })
+        };
+        // A download whose client read nothing.
+        let unread = f
+            .call("GET", &format!("/v2/app/blobs/{big_digest}"), &[], vec![])
+            .await;
+        assert_eq!(unread.status(), StatusCode::OK);
+
+        // Both are open; other requests still get the blocking pool. The
+        // timeout only turns a hang into a failure.
+        let other = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            f.call("GET", &format!("/v2/app/blobs/{small}"), &[], vec![]),
+        )
+        .await
+        .expect("a request waited behind slow clients");
+        assert_eq!(body_bytes(other).await, b"small".to_vec());
+        let pushed = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            f.push_blob("app", b"another"),
+        )
+        .await
+        .expect("an upload waited behind slow clients");
+        assert_eq!(pushed, sha(b"another"));
+
+        // The download still delivers every byte once read.
+        assert_eq!(body_bytes(unread).await, big);
+        drop(tx);
+        let _ = stalled.await;
+    });
+}
