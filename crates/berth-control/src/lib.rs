@@ -185,8 +185,6 @@ impl ControlPlane {
         &self.inner.scope
     }
 
-    /// Runs one ECS operation. `body` is the request's JSON document; the
-    /// result is the response's JSON document.
     fn cx<'a>(&'a self, caller: &'a Caller) -> Cx<'a> {
         Cx {
             inner: &self.inner,
@@ -194,6 +192,17 @@ impl ControlPlane {
         }
     }
 
+    /// The caller Berth's own background work acts as: the account root,
+    /// with `name` as its access key so the work is told apart in logs.
+    fn internal_caller(&self, name: &str) -> Caller {
+        Caller {
+            principal_arn: self.inner.scope.root_principal(),
+            access_key_id: name.into(),
+        }
+    }
+
+    /// Runs one ECS operation. `body` is the request's JSON document; the
+    /// result is the response's JSON document.
     pub fn ecs(&self, operation: &str, body: &[u8], caller: &Caller) -> Result<Vec<u8>, ApiError> {
         let cx = self.cx(caller);
         match operation {

@@ -23,7 +23,7 @@ use crate::services::{deployment_id, StoredService};
 use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::task_definitions::{load_reference, StoredTaskDefinition};
 use crate::tasks::{cluster_tasks, launch_for_service, stop_tasks, StoredTask};
-use crate::{keys, Caller, ControlPlane, Cx};
+use crate::{keys, ControlPlane, Cx};
 
 /// At most this many events are kept on a service, newest first.
 const MAX_EVENTS: usize = 100;
@@ -221,10 +221,7 @@ impl ControlPlane {
     /// One pass of the service controller over every service of every
     /// ACTIVE cluster.
     pub fn reconcile_services(&self) -> Result<ServicePass, ApiError> {
-        let caller = Caller {
-            principal_arn: self.inner.scope.root_principal(),
-            access_key_id: "berth-service-scheduler".into(),
-        };
+        let caller = self.internal_caller("berth-service-scheduler");
         let cx = self.cx(&caller);
         let mut pass = ServicePass::default();
         for kv in scan(cx.store(), keys::CLUSTERS)? {

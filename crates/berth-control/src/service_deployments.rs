@@ -217,6 +217,22 @@ fn revisions_named(r: &StoredServiceDeployment) -> impl Iterator<Item = &str> {
         )
 }
 
+/// Every rollback link of a service: its key and the record id it names.
+fn links_of(
+    store: &dyn Store,
+    cluster: &str,
+    service: &str,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let kvs = state::scan(store, &keys::service_deployment_links(cluster, service))?;
+    Ok(kvs
+        .into_iter()
+        .filter_map(|kv| {
+            let link = serde_json::from_slice::<DeploymentLink>(&kv.value).ok()?;
+            Some((kv.key, link.record_id))
+        })
+        .collect())
+}
+
 /// The store key of a revision ARN (`.../service-revision/<cluster>/<service>/<id>`).
 fn revision_key(arn: &str) -> Option<String> {
     let (_, rest) = arn.split_once(":service-revision/")?;
@@ -234,10 +250,7 @@ impl crate::ControlPlane {
     /// is guarded on the revision it was read at, so a record written
     /// meanwhile is left for the next run. Returns how many were deleted.
     pub fn reap_service_deployments(&self, retention_secs: f64) -> Result<usize, ApiError> {
-        let caller = crate::Caller {
-            principal_arn: self.inner.scope.root_principal(),
-            access_key_id: "berth-service-deployment-reaper".into(),
-        };
+        let caller = self.internal_caller("berth-service-deployment-reaper");
         let cx = self.cx(&caller);
         let cutoff = cx.now() - retention_secs;
         let mut held = Vec::new();
@@ -292,6 +305,8 @@ impl crate::ControlPlane {
             .filter(|(i, _)| !doomed.contains(i))
             .flat_map(|(_, h)| revisions_named(&h.record))
             .collect();
+        // A service's links, read once: (link key, record id it names).
+        let mut links: BTreeMap<(&str, &str), Vec<(String, String)>> = BTreeMap::new();
         let mut deleted = 0;
         for &i in &doomed {
             let h = &held[i];
@@ -321,15 +336,14 @@ impl crate::ControlPlane {
                     ops.push(Op::Delete { key });
                 }
             }
-            for kv in state::scan(
-                cx.store(),
-                &keys::service_deployment_links(cluster, service),
-            )? {
-                let names_it = serde_json::from_slice::<DeploymentLink>(&kv.value)
-                    .is_ok_and(|link| link.record_id == id);
-                if names_it {
-                    ops.push(Op::Delete { key: kv.key });
+            let service_links = match links.entry((cluster, service)) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(links_of(cx.store(), cluster, service)?)
                 }
+            };
+            for (key, _) in service_links.iter().filter(|(_, record)| record == id) {
+                ops.push(Op::Delete { key: key.clone() });
             }
             let txn = berth_store::Txn {
                 compares: vec![berth_store::Compare::ModRevision {

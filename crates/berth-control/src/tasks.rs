@@ -734,10 +734,7 @@ impl crate::ControlPlane {
     /// index holds, so a task written meanwhile is left for the next run.
     /// Returns how many were deleted.
     pub fn reap_stopped_tasks(&self, retention_secs: f64) -> Result<usize, ApiError> {
-        let caller = crate::Caller {
-            principal_arn: self.inner.scope.root_principal(),
-            access_key_id: "berth-task-reaper".into(),
-        };
+        let caller = self.internal_caller("berth-task-reaper");
         let cx = self.cx(&caller);
         let cutoff = cx.now() - retention_secs;
         let stale = cx.task_index().stopped_before(cutoff);
