@@ -155,31 +155,15 @@ impl Agent {
         {
             body["containerInstanceArn"] = json!(arn);
         }
-        let resp = match client.call("RegisterContainerInstance", &body).await {
-            Ok(r) => r,
-            Err(CallError::Api { ref code, .. })
-                if code == "InvalidParameterException"
-                    && body.get("containerInstanceArn").is_some() =>
-            {
-                // The earlier registration is gone: register anew.
-                if let Some(obj) = body.as_object_mut() {
-                    obj.remove("containerInstanceArn");
-                }
-                client
-                    .call("RegisterContainerInstance", &body)
-                    .await
-                    .map_err(|source| AgentError::Call {
-                        operation: "RegisterContainerInstance",
-                        source,
-                    })?
-            }
-            Err(source) => {
-                return Err(AgentError::Call {
+        let (client, resp) = crate::identity::register(&client, &config.data_dir, body)
+            .await
+            .map_err(|err| match err {
+                crate::identity::RegisterError::Call(source) => AgentError::Call {
                     operation: "RegisterContainerInstance",
                     source,
-                })
-            }
-        };
+                },
+                crate::identity::RegisterError::Save(e) => AgentError::State(e),
+            })?;
         let instance_arn = resp["containerInstance"]["containerInstanceArn"]
             .as_str()
             .unwrap_or_default()

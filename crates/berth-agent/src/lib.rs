@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod channel;
+pub mod identity;
 pub mod metadata;
 pub mod reconcile;
 pub mod spec;

@@ -84,6 +84,20 @@ impl EcsClient {
     }
 
     /// The endpoint, `http://host:port`.
+    /// The same client (endpoint, region, connection pool) signing with
+    /// another long-term key.
+    pub fn with_credentials(&self, access_key: &str, secret_key: &str) -> Self {
+        Self {
+            credentials: Credentials::new(access_key, secret_key, None, None, "berth-agent"),
+            ..self.clone()
+        }
+    }
+
+    /// The access key id requests are signed with.
+    pub fn access_key_id(&self) -> &str {
+        self.credentials.access_key_id()
+    }
+
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

@@ -259,6 +259,7 @@ impl ControlPlane {
         caller: &crate::Caller,
         base_url: &str,
     ) -> Result<Vec<u8>, ApiError> {
+        self.authorize_agent_call("DiscoverPollEndpoint", body, caller)?;
         let cx = self.cx(caller);
         crate::call(body, |r: DiscoverPollEndpointRequest| {
             if r.container_instance.is_some() {
@@ -281,6 +282,7 @@ impl ControlPlane {
         cluster: &str,
         container_instance: &str,
     ) -> Result<AgentSession, ApiError> {
+        self.authorize_channel(caller, cluster, container_instance)?;
         let cx = self.cx(caller);
         let (cluster, stored) = instance_record(&cx, Some(cluster), Some(container_instance))?;
         let arn = stored

@@ -31,6 +31,9 @@ pub(crate) struct StoredInstance {
     pub instance: ContainerInstance,
     #[serde(default)]
     pub platform_devices: Vec<PlatformDevice>,
+    /// The instance's own agent key (see `agent_keys`), deleted with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_access_key_id: Option<String>,
 }
 
 /// At most this many custom attributes on one resource.
@@ -196,6 +199,12 @@ pub(crate) struct RegisterContainerInstanceRequest {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ContainerInstanceResponse {
     container_instance: ContainerInstance,
+    /// A newly issued agent key (registration by an account key only).
+    #[serde(
+        rename = "berthAgentCredentials",
+        skip_serializing_if = "Option::is_none"
+    )]
+    agent_credentials: Option<crate::agent_keys::IssuedKey>,
 }
 
 fn ec2_instance_id(document: Option<&str>, id: &str) -> String {
@@ -235,6 +244,13 @@ pub(crate) fn register(
     let cluster_key = keys::cluster(&cluster);
     let now = cx.now();
     let resources = req.total_resources.clone().unwrap_or_default();
+    // An account key registering (or re-registering) the instance issues it
+    // a new agent key; its agent re-registering keeps the one it signs with.
+    let issued = cx
+        .caller()
+        .instance
+        .is_none()
+        .then(crate::agent_keys::generate);
     let out = read_modify_write(cx.store(), &key, |current: Option<StoredInstance>| {
         // The cluster must still be ACTIVE when the instance joins: guard on
         // its revision and bump the cluster's epoch (see keys::cluster_epoch).
@@ -287,28 +303,51 @@ pub(crate) fn register(
             tags: Some(existing_tags),
             health_status: None,
         };
+        let previous_key = current.as_ref().and_then(|s| s.agent_access_key_id.clone());
         let stored = StoredInstance {
             cluster: cluster.clone(),
             id: id.clone(),
             instance,
             platform_devices: req.platform_devices.clone().unwrap_or_default(),
+            agent_access_key_id: match &issued {
+                Some(k) => Some(k.access_key_id.clone()),
+                None => previous_key.clone(),
+            },
         };
         let guard = berth_store::Compare::ModRevision {
             key: cluster_key.clone(),
             revision: cluster_rev,
         };
-        let ops = vec![
+        let mut ops = vec![
             put_op(key.clone(), &stored)?,
             berth_store::Op::Put {
                 key: keys::cluster_epoch(&cluster),
                 value: id.clone().into_bytes(),
             },
         ];
+        if let Some(k) = &issued {
+            if let Some(old) = &previous_key {
+                ops.push(berth_store::Op::Delete {
+                    key: keys::agent_key(old),
+                });
+            }
+            ops.push(put_op(
+                keys::agent_key(&k.access_key_id),
+                &crate::agent_keys::StoredAgentKey {
+                    secret_access_key: k.secret_access_key.clone(),
+                    cluster: cluster.clone(),
+                    instance_id: id.clone(),
+                    instance_arn: arn.clone(),
+                    created_at: now,
+                },
+            )?);
+        }
         Ok(Change::WriteGuarded(vec![guard], ops, stored))
     })?;
-    tracing::info!(cluster = %cluster, container_instance = %id, "container instance registered");
+    tracing::info!(cluster = %cluster, container_instance = %id, agent_key_issued = issued.is_some(), "container instance registered");
     Ok(ContainerInstanceResponse {
         container_instance: render(&out, true, None),
+        agent_credentials: issued,
     })
 }
 
@@ -353,11 +392,20 @@ pub(crate) fn deregister(
         s.instance.status = Some("INACTIVE".into());
         s.instance.agent_connected = Some(false);
         s.instance.version = Some(s.instance.version.unwrap_or(1) + 1);
-        Ok(Change::Write(vec![put_op(key.clone(), &s)?], s))
+        // The instance's agent key goes with it.
+        let mut ops = Vec::new();
+        if let Some(k) = s.agent_access_key_id.take() {
+            ops.push(berth_store::Op::Delete {
+                key: keys::agent_key(&k),
+            });
+        }
+        ops.insert(0, put_op(key.clone(), &s)?);
+        Ok(Change::Write(ops, s))
     })?;
     tracing::info!(cluster = %cluster, container_instance = %id, "container instance deregistered");
     Ok(ContainerInstanceResponse {
         container_instance: render(&out, true, None),
+        agent_credentials: None,
     })
 }
 

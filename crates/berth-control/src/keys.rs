@@ -23,6 +23,8 @@
 //! ecs/tdstatus/<family>/<revision:010>     the revision's status, a small index for listing
 //! ecs/setting/<principal-arn>/<name>       Setting set for one principal
 //! ecs/setting-default/<name>               Setting set as the account default
+//! ecs/agent-key/<access-key-id>            StoredAgentKey (JSON): a container instance's
+//!                                          own credentials, written and deleted with it
 //! ```
 //!
 //! Revisions are zero-padded so that lexical key order is numeric order.
@@ -34,6 +36,10 @@ pub const FAMILIES: &str = "ecs/family/";
 pub const TASKDEFS: &str = "ecs/taskdef/";
 pub const TASKDEF_STATUS: &str = "ecs/tdstatus/";
 pub const SETTING_DEFAULTS: &str = "ecs/setting-default/";
+
+pub fn agent_key(access_key_id: &str) -> String {
+    format!("ecs/agent-key/{access_key_id}")
+}
 
 pub fn cluster(name: &str) -> String {
     format!("{CLUSTERS}{name}")

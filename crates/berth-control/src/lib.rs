@@ -12,6 +12,7 @@
 //! them on blocking threads.
 
 mod account_settings;
+mod agent_keys;
 mod agents;
 mod clock;
 mod clusters;
@@ -37,6 +38,7 @@ use berth_store::Store;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use agent_keys::{AgentKey, AGENT_CREDENTIALS_MEMBER};
 pub use agents::{liveness, AgentSession, InstanceLiveness, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use service_controller::ServicePass;
@@ -49,6 +51,29 @@ pub struct Caller {
     /// The IAM principal, e.g. `arn:aws:iam::000000000000:root`.
     pub principal_arn: String,
     pub access_key_id: String,
+    /// Set when the key is a container instance's own agent key: the caller
+    /// may then act only as that instance's agent (see `agent_keys`).
+    pub instance: Option<InstanceScope>,
+}
+
+impl Caller {
+    /// A caller with the account's full rights (a root key).
+    pub fn root(principal_arn: impl Into<String>, access_key_id: impl Into<String>) -> Self {
+        Self {
+            principal_arn: principal_arn.into(),
+            access_key_id: access_key_id.into(),
+            instance: None,
+        }
+    }
+}
+
+/// The one container instance an agent key speaks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceScope {
+    pub cluster: String,
+    /// The instance's id (the last part of its ARN).
+    pub instance_id: String,
+    pub instance_arn: String,
 }
 
 /// Settings that shape every ARN and default.
@@ -195,16 +220,16 @@ impl ControlPlane {
     /// The caller Berth's own background work acts as: the account root,
     /// with `name` as its access key so the work is told apart in logs.
     fn internal_caller(&self, name: &str) -> Caller {
-        Caller {
-            principal_arn: self.inner.scope.root_principal(),
-            access_key_id: name.into(),
-        }
+        Caller::root(self.inner.scope.root_principal(), name)
     }
 
     /// Runs one ECS operation. `body` is the request's JSON document; the
     /// result is the response's JSON document.
     pub fn ecs(&self, operation: &str, body: &[u8], caller: &Caller) -> Result<Vec<u8>, ApiError> {
         let cx = self.cx(caller);
+        if let Some(scope) = &caller.instance {
+            agent_keys::authorize(&cx, scope, operation, body)?;
+        }
         match operation {
             "CreateCluster" => call(body, |r| clusters::create(&cx, r)),
             "DescribeClusters" => call(body, |r| clusters::describe(&cx, r)),

@@ -1746,10 +1746,7 @@ mod tests {
     }
 
     fn caller() -> Caller {
-        Caller {
-            principal_arn: "arn:aws:iam::000000000000:root".into(),
-            access_key_id: "AKID".into(),
-        }
+        Caller::root("arn:aws:iam::000000000000:root", "AKID")
     }
 
     impl Plane {

@@ -14,7 +14,7 @@ use crate::credentials::Credentials;
 impl SecretLookup for Credentials {
     fn secret(&self, access_key_id: &str) -> Option<Secret> {
         self.get(access_key_id)
-            .map(|k| Secret::new(k.secret_access_key.clone(), k.principal_arn.clone()))
+            .map(|k| Secret::new(k.secret_access_key, k.principal_arn))
     }
 }
 
@@ -81,6 +81,11 @@ impl Authenticator {
                 ))
             }
             Ok(v) => Ok(Caller {
+                instance: self
+                    .verifier
+                    .lookup()
+                    .get(&v.access_key_id)
+                    .and_then(|k| k.instance),
                 principal_arn: v.principal,
                 access_key_id: v.access_key_id,
             }),

@@ -9,6 +9,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use berth_control::{ControlPlane, InstanceScope};
 use rand::distributions::{Alphanumeric, DistString as _};
 use rand::Rng as _;
 
@@ -139,16 +140,32 @@ pub fn parse_profile(text: &str, profile: &str) -> Option<RootCredentials> {
 }
 
 /// One accepted key: its secret and the principal it authenticates as.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KeyEntry {
     pub secret_access_key: String,
     pub principal_arn: String,
+    /// For a container instance's agent key: the one instance it acts for.
+    pub instance: Option<InstanceScope>,
 }
 
-/// Every access key the edge accepts.
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("secret_access_key", &"** redacted **")
+            .field("principal_arn", &self.principal_arn)
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+/// Every access key the edge accepts: the root keys, and the agent keys
+/// the control plane issued to container instances (looked up in the
+/// store on each request, so a revoked key stops working at once and every
+/// server sees the same keys).
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     keys: HashMap<String, KeyEntry>,
+    agents: Option<ControlPlane>,
 }
 
 impl Credentials {
@@ -160,13 +177,33 @@ impl Credentials {
             KeyEntry {
                 secret_access_key: root.secret_access_key.clone(),
                 principal_arn: format!("arn:aws:iam::{account_id}:root"),
+                instance: None,
             },
         );
-        Self { keys }
+        Self { keys, agents: None }
     }
 
-    pub fn get(&self, access_key_id: &str) -> Option<&KeyEntry> {
-        self.keys.get(access_key_id)
+    /// Also accepts the agent keys `control` issued.
+    pub fn with_agent_keys(mut self, control: ControlPlane) -> Self {
+        self.agents = Some(control);
+        self
+    }
+
+    pub fn get(&self, access_key_id: &str) -> Option<KeyEntry> {
+        if let Some(k) = self.keys.get(access_key_id) {
+            return Some(k.clone());
+        }
+        let key = self.agents.as_ref()?.agent_key(access_key_id)?;
+        Some(KeyEntry {
+            secret_access_key: key.secret_access_key,
+            principal_arn: key.scope.instance_arn.clone(),
+            instance: Some(key.scope),
+        })
+    }
+
+    /// Whether `access_key_id` is accepted now.
+    pub fn is_active(&self, access_key_id: &str) -> bool {
+        self.get(access_key_id).is_some()
     }
 }
 

@@ -236,6 +236,20 @@ async fn api(
                 Err(err) => (wire::json_error(&err, &request_id), err.code.as_str()),
             }
         }
+        (Route::Ecr(op), Ok(caller))
+            if caller.instance.is_some() && op != "GetAuthorizationToken" =>
+        {
+            // An agent key pulls images with a registry token, nothing more.
+            let err = ApiError::new(
+                ErrorCode::AccessDeniedException,
+                format!(
+                    "User: {} is not authorized to perform: ecr:{op} because a container \
+                     instance's agent key may only get registry tokens",
+                    caller.principal_arn
+                ),
+            );
+            (wire::json_error(&err, &request_id), err.code.as_str())
+        }
         (Route::Ecr(op), Ok(caller)) => match app.registry {
             Some(registry) => {
                 let result = tokio::task::spawn_blocking(move || registry.ecr(&op, &body, &caller))

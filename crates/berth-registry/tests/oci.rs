@@ -28,10 +28,7 @@ fn sha(data: &[u8]) -> String {
 }
 
 fn caller() -> Caller {
-    Caller {
-        principal_arn: "arn:aws:iam::000000000000:root".into(),
-        access_key_id: "AKIDTEST".into(),
-    }
+    Caller::root("arn:aws:iam::000000000000:root", "AKIDTEST")
 }
 
 impl Fixture {

@@ -206,11 +206,11 @@ fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
         Arc::new(SystemClock),
     );
     let edge = Arc::new(Edge {
-        control,
         auth: Authenticator::new(
-            Credentials::with_root(&root, &args.account_id),
+            Credentials::with_root(&root, &args.account_id).with_agent_keys(control.clone()),
             &args.region,
         ),
+        control,
         metrics: Default::default(),
         account_id: args.account_id.clone(),
         channel: berth_edge::channel::ChannelSettings {

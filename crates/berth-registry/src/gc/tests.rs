@@ -250,10 +250,7 @@ struct Fx {
 }
 
 fn caller() -> Caller {
-    Caller {
-        principal_arn: "arn:aws:iam::000000000000:root".into(),
-        access_key_id: "AKIDTEST".into(),
-    }
+    Caller::root("arn:aws:iam::000000000000:root", "AKIDTEST")
 }
 
 fn fixture(clock: Arc<dyn Clock>) -> Fx {
