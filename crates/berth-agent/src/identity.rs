@@ -116,14 +116,15 @@ pub async fn register(
     }
     let resp = match bootstrap.call(OP, &body).await {
         Ok(r) => r,
-        Err(CallError::Api { ref code, .. })
-            if code == "InvalidParameterException" && has_arn =>
-        {
+        Err(CallError::Api { ref code, .. }) if code == "InvalidParameterException" && has_arn => {
             // The earlier registration is gone: register anew.
             if let Some(obj) = body.as_object_mut() {
                 obj.remove("containerInstanceArn");
             }
-            bootstrap.call(OP, &body).await.map_err(RegisterError::Call)?
+            bootstrap
+                .call(OP, &body)
+                .await
+                .map_err(RegisterError::Call)?
         }
         Err(err) => return Err(RegisterError::Call(err)),
     };
@@ -160,7 +161,8 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let dir = std::env::temp_dir().join(format!("berth-identity-{}-{nanos}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("berth-identity-{}-{nanos}", std::process::id()));
         let data = dir.join("agent");
         let key = AgentKey {
             access_key_id: "AKIAEXAMPLE".into(),

@@ -94,8 +94,10 @@ impl ControlPlane {
     /// The agent key `access_key_id`, if it exists (a store error counts
     /// as unknown: the request is refused, never let through).
     pub fn agent_key(&self, access_key_id: &str) -> Option<AgentKey> {
-        match state::get::<StoredAgentKey>(self.inner.store.as_ref(), &keys::agent_key(access_key_id))
-        {
+        match state::get::<StoredAgentKey>(
+            self.inner.store.as_ref(),
+            &keys::agent_key(access_key_id),
+        ) {
             Ok(Some(k)) => Some(AgentKey {
                 secret_access_key: k.value.secret_access_key,
                 scope: InstanceScope {

@@ -69,6 +69,7 @@
 //! writer publishes it. Step 2 usually replays nothing or a few events.
 
 use std::fmt;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -147,6 +148,29 @@ struct Request {
 }
 
 /// Takes the exclusive lock beside the database file.
+/// Creates the database file readable by its owner only (mode 0600), or
+/// narrows an existing one to that. SQLite gives its WAL and shared-memory
+/// files the database file's mode, so they follow.
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::Backend(format!("cannot create the database file: {e}")))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StoreError::Backend(format!("cannot restrict the database file: {e}")))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut other = path.as_os_str().to_owned();
+        other.push(suffix);
+        // Left by an earlier run under the old mode; absent is fine.
+        let _ = std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(())
+}
+
 fn lock_exclusive(path: &Path) -> Result<std::fs::File> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
@@ -154,6 +178,7 @@ fn lock_exclusive(path: &Path) -> Result<std::fs::File> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|e| StoreError::Backend(format!("cannot open lock file: {e}")))?;
     match file.try_lock() {
@@ -178,6 +203,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let history = options.history.max(1);
         let lock = lock_exclusive(&path)?;
+        owner_only(&path)?;
         let mut conn = Connection::open(&path).map_err(db)?;
         configure(&conn, false)?;
         let (revision, compact_revision) = init_schema(&mut conn)?;

@@ -180,8 +180,7 @@ fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
     if args.account_id.len() != 12 || !args.account_id.bytes().all(|b| b.is_ascii_digit()) {
         anyhow::bail!("account id must be 12 digits, got {:?}", args.account_id);
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    owner_only_dir(&args.data_dir)?;
     let store = Arc::new(
         SqliteStore::open(args.data_dir.join("state.db")).context("opening the state store")?,
     );
@@ -309,6 +308,20 @@ async fn run_server(
     println!("berth server listening on http://{local}");
     let _ = ready.send(local);
     berth_edge::serve_with_registry(listener, parts.edge, Some(registry), shutdown).await
+}
+
+/// Creates the data directory readable by its owner only (0700), or
+/// narrows an existing one to that: it holds the state, the credentials and
+/// the registry's blobs.
+fn owner_only_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting data directory {}", dir.display()))
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
