@@ -342,6 +342,17 @@ impl Registry {
                 format!("The part's first byte {got} does not follow the last byte received; expected {expected}."),
             ),
             RegistryError::DigestInvalid(m) => EcrError::invalid(m),
+            RegistryError::BlobSizeMismatch {
+                digest,
+                declared,
+                actual,
+            } => EcrError::invalid(format!(
+                "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'the size {declared} given for {digest} does not match the size {actual} of the content it names'"
+            )),
+            RegistryError::StorageFull(err) => {
+                tracing::error!(error = %err, repository = %repo, "registry storage is full");
+                EcrError::server(crate::error::STORAGE_FULL_MESSAGE)
+            }
             other => {
                 tracing::error!(error = %other, repository = %repo, "registry failure");
                 EcrError::server("An internal error occurred.")
@@ -418,13 +429,16 @@ impl Registry {
     }
 
     fn get_authorization_token(&self, caller: &Caller) -> Out {
-        let expires = self.clock.now_millis() + token::TOKEN_LIFETIME_MS;
-        let tok = token::mint(self.token_key(), &caller.access_key_id, expires)
-            .map_err(|_| EcrError::server("could not mint a token"))?;
+        let minted = token::mint(
+            self.token_key(),
+            &caller.access_key_id,
+            self.clock.now_millis(),
+        )
+        .map_err(|_| EcrError::server("could not mint a token"))?;
         Ok(json!({
             "authorizationData": [{
-                "authorizationToken": STANDARD.encode(format!("AWS:{tok}")),
-                "expiresAt": epoch(expires),
+                "authorizationToken": STANDARD.encode(format!("AWS:{}", minted.token)),
+                "expiresAt": epoch(minted.expires_at_ms),
                 "proxyEndpoint": format!("http://{}", self.config.endpoint),
             }]
         }))
@@ -1233,9 +1247,13 @@ impl Registry {
         {
             return Err(missing());
         }
-        let expires = self.clock.now_millis() + token::TOKEN_LIFETIME_MS;
-        let tok = token::mint(self.token_key(), &caller.access_key_id, expires)
-            .map_err(|_| EcrError::server("could not mint a token"))?;
+        let tok = token::mint(
+            self.token_key(),
+            &caller.access_key_id,
+            self.clock.now_millis(),
+        )
+        .map_err(|_| EcrError::server("could not mint a token"))?
+        .token;
         Ok(json!({
             "downloadUrl": format!(
                 "http://{}/v2/{name}/blobs/{digest}?{}={tok}",

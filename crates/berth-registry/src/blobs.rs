@@ -15,6 +15,12 @@
 //! in any order: the second rename replaces a file with identical bytes,
 //! which readers cannot tell apart (an open file keeps its inode).
 //!
+//! Every file and directory is created owner-only (0600, 0700); a blob
+//! keeps the mode of the upload file it is renamed from. A full disk
+//! surfaces as [`RegistryError::StorageFull`]: a failed write leaves the
+//! session as it was before the write (its file truncated back), so a
+//! chunk can be retried once there is space.
+//!
 //! Upload sessions live in memory (the temp file plus the running hash);
 //! a restart abandons them and clears the uploads directory. Sessions
 //! idle for a day are dropped.
@@ -44,7 +50,7 @@ impl BlobStore {
     /// Opens (creating) the blob tree under `root` and clears leftover
     /// uploads of a previous run.
     pub fn open(root: &Path) -> Result<Self, RegistryError> {
-        std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
+        crate::private_dir(&root.join("blobs").join("sha256"))?;
         let uploads = root.join("uploads");
         if uploads.exists() {
             for entry in std::fs::read_dir(&uploads)? {
@@ -54,7 +60,7 @@ impl BlobStore {
                 }
             }
         }
-        std::fs::create_dir_all(&uploads)?;
+        crate::private_dir(&uploads)?;
         Ok(Self {
             root: root.to_path_buf(),
         })
@@ -98,7 +104,7 @@ impl BlobStore {
         drop(file);
         let dest = self.path(expected);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
+            crate::private_dir(parent)?;
         }
         std::fs::rename(temp, &dest)?;
         if let Some(parent) = dest.parent() {
@@ -233,7 +239,9 @@ impl Uploads {
         self.sweep(now_ms);
         let id = uuid::Uuid::new_v4().to_string();
         let path = blobs.upload_path(&id);
-        std::fs::File::create(&path)?;
+        // Owner-only from the start: the blob is renamed from this file
+        // and keeps its mode.
+        crate::create_private_file(&path)?;
         let upload = Upload {
             id: id.clone(),
             repository: repository.to_string(),
@@ -350,10 +358,15 @@ impl Upload {
         Ok((guard, offset))
     }
 
-    /// Appends bytes (ECR's UploadLayerPart). Blocking.
+    /// Appends bytes (ECR's UploadLayerPart). Blocking. A failed write
+    /// (a full disk) truncates the file back to what the session counts,
+    /// so the part can be sent again.
     pub fn append_bytes(&mut self, bytes: &[u8], now_ms: i64) -> Result<u64, RegistryError> {
         let mut file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        file.write_all(bytes)?;
+        if let Err(e) = file.write_all(bytes) {
+            let _ = file.set_len(self.offset);
+            return Err(e.into());
+        }
         self.hasher.update(bytes);
         self.offset += bytes.len() as u64;
         self.touched_ms = now_ms;

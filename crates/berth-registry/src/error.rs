@@ -36,17 +36,42 @@ pub enum RegistryError {
     UploadNotFound(String),
     #[error("upload offset mismatch: at {expected}, got a chunk at {got}")]
     UploadOffset { expected: u64, got: u64 },
+    /// A manifest descriptor's `size` is not the size of the blob it
+    /// names.
+    #[error("descriptor of {digest} says {declared} bytes, the blob has {actual}")]
+    BlobSizeMismatch {
+        digest: Digest,
+        declared: i64,
+        actual: i64,
+    },
+    /// The disk (or the quota) holding the registry's files is full
+    /// (`ENOSPC`, `EDQUOT`).
+    #[error("no space left on the registry's storage: {0}")]
+    StorageFull(std::io::Error),
     #[error("invalid digest: {0}")]
     DigestInvalid(String),
     #[error("store failure: {0}")]
     Store(String),
+    /// Any other I/O failure (a full disk is [`RegistryError::StorageFull`]).
     #[error("i/o failure: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("internal failure: {0}")]
     Internal(String),
     /// An ECR API error decided inside a store transaction.
     #[error("{0}")]
     Ecr(EcrError),
+}
+
+impl From<std::io::Error> for RegistryError {
+    /// Sorts out a full disk, which clients must hear about as such (not
+    /// as an unknown error), from other I/O failures.
+    fn from(err: std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        match err.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => RegistryError::StorageFull(err),
+            _ => RegistryError::Io(err),
+        }
+    }
 }
 
 impl From<berth_store::StoreError> for RegistryError {
@@ -90,6 +115,10 @@ impl EcrError {
         serde_json::json!({ "__type": self.code, "message": self.message }).to_string()
     }
 }
+
+/// What a client hears when the registry's disk is full, on either API.
+pub const STORAGE_FULL_MESSAGE: &str =
+    "no space left on the registry's storage; free space or add capacity and retry";
 
 /// A Distribution API error.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -154,6 +183,14 @@ impl OciError {
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
     }
+    /// The registry's disk is full: 507, so clients and people see why.
+    pub fn storage_full() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "UNKNOWN",
+            STORAGE_FULL_MESSAGE,
+        )
+    }
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -216,12 +253,29 @@ impl From<RegistryError> for OciError {
                 ),
             ),
             RegistryError::UploadNotFound(_) => OciError::upload_unknown(),
-            RegistryError::UploadOffset { expected, .. } => OciError::new(
+            // distribution/distribution's code and status for a chunk
+            // that does not continue the upload.
+            RegistryError::UploadOffset { expected, got } => OciError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "BLOB_UPLOAD_INVALID",
-                "blob upload invalid",
+                "RANGE_INVALID",
+                "invalid content range",
             )
-            .with_detail(serde_json::json!({ "offset": expected })),
+            .with_detail(serde_json::json!({ "offset": expected, "start": got })),
+            RegistryError::BlobSizeMismatch {
+                digest,
+                declared,
+                actual,
+            } => OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", "manifest invalid")
+                .with_detail(serde_json::json!({
+                    "reason": "descriptor size does not match the blob",
+                    "digest": digest.to_string(),
+                    "size": declared,
+                    "blobSize": actual,
+                })),
+            RegistryError::StorageFull(err) => {
+                tracing::error!(error = %err, "registry storage is full");
+                OciError::storage_full()
+            }
             other => {
                 tracing::error!(error = %other, "registry failure");
                 OciError::internal()

@@ -74,15 +74,23 @@ impl Parsed {
     /// Layers whose bytes must be in the registry (foreign and
     /// non-distributable layers live elsewhere by definition).
     pub fn required_blobs(&self) -> Vec<Digest> {
-        let mut out: Vec<Digest> = self.config.iter().map(|c| c.digest.clone()).collect();
-        for l in &self.layers {
-            if !(l.media_type.contains("foreign") || l.media_type.contains("nondistributable")) {
-                out.push(l.digest.clone());
-            }
-        }
+        let mut out: Vec<Digest> = self
+            .required_descriptors()
+            .map(|d| d.digest.clone())
+            .collect();
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The descriptors of [`Parsed::required_blobs`], each as written (a
+    /// digest named twice comes twice): the config and every layer the
+    /// registry must hold.
+    pub fn required_descriptors(&self) -> impl Iterator<Item = &Descriptor> {
+        let layers = self.layers.iter().filter(|l| {
+            !(l.media_type.contains("foreign") || l.media_type.contains("nondistributable"))
+        });
+        self.config.iter().chain(layers)
     }
 }
 

@@ -229,8 +229,11 @@ impl Registry {
     }
 
     /// Stores a manifest in `repo`, optionally under `tag`. Every blob an
-    /// image manifest names must be linked into the repository, every
-    /// manifest an index names must be an image of the repository, and
+    /// image manifest names must be linked into the repository with the
+    /// size its descriptor gives (a client that trusts the manifest would
+    /// otherwise read a blob of another length), every manifest an index
+    /// names must be an image of the repository, again of the size given,
+    /// and
     /// an immutable tag may not move; all checked and written in one
     /// transaction.
     pub fn put_manifest(
@@ -269,30 +272,61 @@ impl Registry {
             match parsed.kind {
                 Kind::Image => {
                     let mut missing = Vec::new();
+                    let mut wrong_size = None;
                     for d in parsed.required_blobs() {
                         let k = keys::layer(repo, &d.to_string());
-                        if store.get(&k)?.is_none() {
-                            missing.push(d);
-                        } else {
-                            guards.push(Compare::Exists { key: k });
+                        match read::<LayerRecord>(store, &k)?.value {
+                            None => missing.push(d),
+                            Some(layer) => {
+                                // The link records the blob's real size.
+                                let declared = parsed
+                                    .required_descriptors()
+                                    .filter(|desc| desc.digest == d)
+                                    .find(|desc| desc.size != layer.size);
+                                if let (None, Some(desc)) = (&wrong_size, declared) {
+                                    wrong_size = Some(RegistryError::BlobSizeMismatch {
+                                        digest: d.clone(),
+                                        declared: desc.size,
+                                        actual: layer.size,
+                                    });
+                                }
+                                guards.push(Compare::Exists { key: k });
+                            }
                         }
                     }
                     if !missing.is_empty() {
                         return Err(RegistryError::BlobsUnknown(missing));
                     }
+                    if let Some(err) = wrong_size {
+                        return Err(err);
+                    }
                 }
                 Kind::Index => {
                     let mut missing = Vec::new();
+                    let mut wrong_size = None;
                     for m in &parsed.manifests {
                         let k = keys::image(repo, &m.digest.to_string());
-                        if store.get(&k)?.is_none() {
-                            missing.push(m.digest.clone());
-                        } else {
-                            guards.push(Compare::Exists { key: k });
+                        match read::<ImageRecord>(store, &k)?.value {
+                            None => missing.push(m.digest.clone()),
+                            Some(child) => {
+                                let actual =
+                                    i64::try_from(child.manifest.len()).unwrap_or(i64::MAX);
+                                if wrong_size.is_none() && m.size != actual {
+                                    wrong_size = Some(RegistryError::BlobSizeMismatch {
+                                        digest: m.digest.clone(),
+                                        declared: m.size,
+                                        actual,
+                                    });
+                                }
+                                guards.push(Compare::Exists { key: k });
+                            }
                         }
                     }
                     if !missing.is_empty() {
                         return Err(RegistryError::ManifestsUnknown(missing));
+                    }
+                    if let Some(err) = wrong_size {
+                        return Err(err);
                     }
                 }
             }

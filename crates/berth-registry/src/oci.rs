@@ -148,7 +148,12 @@ fn authenticate(reg: &Registry, req: &Parts, endpoint: &Endpoint) -> Result<(), 
         }
     };
     match token::verify(reg.token_key(), &tok, reg.clock.now_millis()) {
-        Ok(_) => Ok(()),
+        // A token is worth no more than the key that got it.
+        Ok(claims) if reg.key_is_active(&claims.access_key_id) => Ok(()),
+        Ok(claims) => {
+            tracing::info!(access_key_id = %claims.access_key_id, "registry token of an inactive access key refused");
+            Err(unauthorized(reg, "Not Authorized"))
+        }
         Err(token::TokenError::Expired) => Err(unauthorized(
             reg,
             "Your authorization token has expired. Reauthenticate and try again.",
@@ -704,31 +709,60 @@ async fn finish_upload(
     Ok(blob_created(name, &expected))
 }
 
-/// Checks `Content-Range: <start>-<end>` of a chunk against the offset.
-fn check_content_range(headers: &HeaderMap, offset: u64) -> Result<(), OciError> {
-    let Some(v) = header_str(headers, header::CONTENT_RANGE) else {
+/// `<start>-<end>` of a chunk's `Content-Range` (`bytes ` and `/<total>`
+/// allowed); `None` when it does not parse.
+fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let v = value.trim();
+    let v = v
+        .strip_prefix("bytes ")
+        .or_else(|| v.strip_prefix("bytes="))
+        .unwrap_or(v);
+    let v = v.split('/').next().unwrap_or(v);
+    let (a, b) = v.split_once('-')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// Checks a chunk's `Content-Range` against the session, before a byte is
+/// written: a range that does not start at the session's offset (or is
+/// backwards, or unreadable) gets 416 with the headers that tell the
+/// client where the upload stands; a `Content-Length` that disagrees with
+/// the range gets 400 `SIZE_INVALID`, as distribution/distribution
+/// answers. Without `Content-Range` the chunk simply appends.
+fn check_content_range(
+    headers: &HeaderMap,
+    name: &str,
+    id: &str,
+    offset: u64,
+) -> Result<(), OciError> {
+    let Some(value) = header_str(headers, header::CONTENT_RANGE) else {
         return Ok(());
     };
-    let v = v
-        .trim()
-        .trim_start_matches("bytes ")
-        .trim_start_matches("bytes=");
-    let start = v
-        .split('-')
-        .next()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    match start {
-        Some(s) if s == offset => Ok(()),
+    let range = parse_content_range(value);
+    let (start, end) = match range {
+        Some((start, end)) if start == offset && start <= end => (start, end),
         _ => {
             let mut e: OciError = RegistryError::UploadOffset {
                 expected: offset,
-                got: start.unwrap_or(0),
+                got: range.map(|(s, _)| s).unwrap_or(0),
             }
             .into();
-            e.headers
-                .push(("Range", format!("0-{}", offset.saturating_sub(1))));
-            Err(e)
+            e.headers.extend(
+                upload_headers(name, id, offset)
+                    .into_iter()
+                    .filter(|(k, _)| *k != "Content-Length"),
+            );
+            return Err(e);
         }
+    };
+    let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len != end - start + 1 => Err(OciError::new(
+            StatusCode::BAD_REQUEST,
+            "SIZE_INVALID",
+            "provided length did not match content length",
+        )
+        .with_detail(json!({ "contentRange": value, "contentLength": len }))),
+        _ => Ok(()),
     }
 }
 
@@ -742,7 +776,7 @@ async fn patch_upload(
     require_repo(reg, name).await?;
     let handle = reg.uploads.get(id, name)?;
     let upload = handle.lock_owned().await;
-    check_content_range(&req.headers, upload.offset)?;
+    check_content_range(&req.headers, name, id, upload.offset)?;
     let (_upload, offset) =
         crate::blobs::Upload::append_stream(upload, body, reg.clock.now_millis())
             .await
@@ -768,9 +802,7 @@ async fn put_upload(
         None => return Err(OciError::digest_invalid("digest parameter missing")),
     };
     let upload = handle.lock_owned().await;
-    if header_str(&req.headers, header::CONTENT_RANGE).is_some() {
-        check_content_range(&req.headers, upload.offset)?;
-    }
+    check_content_range(&req.headers, name, id, upload.offset)?;
     finish_upload(reg, name, id, upload, body, expected).await
 }
 

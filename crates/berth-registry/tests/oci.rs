@@ -45,6 +45,7 @@ impl Fixture {
                     data_dir: dir.path().to_path_buf(),
                     endpoint: "127.0.0.1:9480".into(),
                 },
+                Arc::new(|_: &str| true),
             )
             .unwrap(),
         );

@@ -233,6 +233,11 @@ async fn run_server(
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     // The registry needs the bound address: repository URIs carry it.
+    // Its tokens are honoured while the key that got them exists: today
+    // only the root key.
+    let root_key = parts.root.access_key_id.clone();
+    let access_keys: Arc<dyn berth_edge::registry::AccessKeys> =
+        Arc::new(move |id: &str| id == root_key);
     let registry = Arc::new(
         Registry::open(
             parts.store,
@@ -243,6 +248,7 @@ async fn run_server(
                 data_dir: args.data_dir.clone(),
                 endpoint: local.to_string(),
             },
+            access_keys,
         )
         .context("opening the registry")?,
     );

@@ -264,6 +264,7 @@ fn fixture(clock: Arc<dyn Clock>) -> Fx {
             data_dir: dir.path().to_path_buf(),
             endpoint: "127.0.0.1:9480".into(),
         },
+        Arc::new(|_: &str| true),
     )
     .unwrap();
     Fx {
