@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from berthlib import BerthAgent, assert_client_error, make_client, wait_for
+from berthlib import BerthAgent, assert_client_error, http, make_client, wait_for
 
 
 def _key(agent: BerthAgent) -> tuple[str, str]:
@@ -62,8 +62,15 @@ def test_a_forged_state_change_with_another_instances_key_is_refused(berth, aws,
         cluster=cluster, containerInstance=b.arn, force=True), "AccessDeniedException", status=None)
     ecr_a = make_client("ecr", berth.endpoint, akid, secret)
     assert_client_error(lambda: ecr_a.describe_repositories(), "AccessDeniedException", status=None)
-    # What its own agent needs still works.
-    assert ecr_a.get_authorization_token()["authorizationData"]
+    # What its own agent needs still works: a registry token, which pulls
+    # but does not push.
+    repo = f"{cluster}-repo"
+    aws("ecr", "create-repository", "--repository-name", repo)
+    token = ecr_a.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    basic = {"Authorization": f"Basic {token}"}
+    assert http().get(f"{berth.endpoint}/v2/{repo}/tags/list", headers=basic).status_code == 200
+    push = http().post(f"{berth.endpoint}/v2/{repo}/blobs/uploads/", headers=basic)
+    assert push.status_code == 403 and push.json()["errors"][0]["code"] == "DENIED", push.text
     assert as_a.list_tasks(cluster=cluster, containerInstance=a.arn)["taskArns"] == []
 
     # The task was never touched.

@@ -200,10 +200,18 @@ impl Credentials {
             instance: Some(key.scope),
         })
     }
+}
 
-    /// Whether `access_key_id` is accepted now.
-    pub fn is_active(&self, access_key_id: &str) -> bool {
+/// Registry tokens are honoured while the key that got them is accepted;
+/// an agent key's tokens only pull.
+impl berth_registry::AccessKeys for Credentials {
+    fn is_active(&self, access_key_id: &str) -> bool {
         self.get(access_key_id).is_some()
+    }
+
+    fn may_push(&self, access_key_id: &str) -> bool {
+        self.get(access_key_id)
+            .is_some_and(|k| k.instance.is_none())
     }
 }
 

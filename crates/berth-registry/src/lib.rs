@@ -66,6 +66,13 @@ pub struct RegistryConfig {
 /// `Fn(&str) -> bool` will do.
 pub trait AccessKeys: Send + Sync {
     fn is_active(&self, access_key_id: &str) -> bool;
+
+    /// Whether tokens of `access_key_id` may write (push, delete); a key
+    /// that may not only pulls. Every active key may, unless said otherwise.
+    fn may_push(&self, access_key_id: &str) -> bool {
+        let _ = access_key_id;
+        true
+    }
 }
 
 impl<F> AccessKeys for F
@@ -129,6 +136,10 @@ impl Registry {
     /// Whether tokens of `access_key_id` are still honoured.
     pub(crate) fn key_is_active(&self, access_key_id: &str) -> bool {
         self.access_keys.0.is_active(access_key_id)
+    }
+
+    pub(crate) fn key_may_push(&self, access_key_id: &str) -> bool {
+        self.access_keys.0.may_push(access_key_id)
     }
 
     pub fn config(&self) -> &RegistryConfig {

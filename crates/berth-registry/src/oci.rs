@@ -149,7 +149,19 @@ fn authenticate(reg: &Registry, req: &Parts, endpoint: &Endpoint) -> Result<(), 
     };
     match token::verify(reg.token_key(), &tok, reg.clock.now_millis()) {
         // A token is worth no more than the key that got it.
-        Ok(claims) if reg.key_is_active(&claims.access_key_id) => Ok(()),
+        Ok(claims) if reg.key_is_active(&claims.access_key_id) => {
+            let reads = req.method == Method::GET || req.method == Method::HEAD;
+            if reads || reg.key_may_push(&claims.access_key_id) {
+                Ok(())
+            } else {
+                tracing::info!(access_key_id = %claims.access_key_id, method = %req.method, "registry write with a pull-only token refused");
+                Err(OciError::new(
+                    StatusCode::FORBIDDEN,
+                    "DENIED",
+                    "requested access to the resource is denied: this key may only pull",
+                ))
+            }
+        }
         Ok(claims) => {
             tracing::info!(access_key_id = %claims.access_key_id, "registry token of an inactive access key refused");
             Err(unauthorized(reg, "Not Authorized"))

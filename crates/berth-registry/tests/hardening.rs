@@ -43,10 +43,7 @@ fn sha(data: &[u8]) -> String {
 }
 
 fn caller() -> Caller {
-    Caller {
-        principal_arn: "arn:aws:iam::000000000000:root".into(),
-        access_key_id: ACCESS_KEY_ID.into(),
-    }
+    Caller::root("arn:aws:iam::000000000000:root", ACCESS_KEY_ID)
 }
 
 impl Fixture {

@@ -173,6 +173,8 @@ fn main() -> anyhow::Result<()> {
 struct ServerParts {
     store: Arc<SqliteStore>,
     root: RootCredentials,
+    /// The keys the edge accepts, for the registry's tokens.
+    credentials: Credentials,
     edge: Arc<Edge>,
 }
 
@@ -204,11 +206,10 @@ fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
         },
         Arc::new(SystemClock),
     );
+    let credentials =
+        Credentials::with_root(&root, &args.account_id).with_agent_keys(control.clone());
     let edge = Arc::new(Edge {
-        auth: Authenticator::new(
-            Credentials::with_root(&root, &args.account_id).with_agent_keys(control.clone()),
-            &args.region,
-        ),
+        auth: Authenticator::new(credentials.clone(), &args.region),
         control,
         metrics: Default::default(),
         account_id: args.account_id.clone(),
@@ -217,7 +218,12 @@ fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
             silence: std::time::Duration::from_secs(args.agent_timeout_secs.max(1)),
         },
     });
-    Ok(ServerParts { store, root, edge })
+    Ok(ServerParts {
+        store,
+        root,
+        credentials,
+        edge,
+    })
 }
 
 /// Binds the edge, opens the registry and serves until `shutdown`;
@@ -235,9 +241,7 @@ async fn run_server(
     // The registry needs the bound address: repository URIs carry it.
     // Its tokens are honoured while the key that got them exists: today
     // only the root key.
-    let root_key = parts.root.access_key_id.clone();
-    let access_keys: Arc<dyn berth_edge::registry::AccessKeys> =
-        Arc::new(move |id: &str| id == root_key);
+    let access_keys: Arc<dyn berth_edge::registry::AccessKeys> = Arc::new(parts.credentials);
     let registry = Arc::new(
         Registry::open(
             parts.store,
