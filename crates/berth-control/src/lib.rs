@@ -43,6 +43,7 @@ pub use agents::{liveness, AgentSession, InstanceLiveness, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use service_controller::ServicePass;
 pub use service_deployments::DEFAULT_SERVICE_DEPLOYMENT_RETENTION_SECS;
+pub use services::DEFAULT_MAX_TASKS_PER_SERVICE;
 pub use tasks::DEFAULT_STOPPED_TASK_RETENTION_SECS;
 
 /// Who is calling, as the edge established it from the request signature.
@@ -81,6 +82,9 @@ pub struct InstanceScope {
 pub struct Config {
     pub region: String,
     pub account_id: String,
+    /// The most tasks one service may ask for (`desiredCount`): ECS's
+    /// adjustable "tasks per service" quota.
+    pub max_tasks_per_service: u32,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
         Self {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            max_tasks_per_service: services::DEFAULT_MAX_TASKS_PER_SERVICE,
         }
     }
 }
@@ -107,6 +112,7 @@ struct Inner {
     registrations: task_definitions::Combiner,
     agents: agents::AgentHub,
     tasks: task_index::TaskIndex,
+    max_tasks_per_service: u32,
 }
 
 /// Every ECS operation in the service model. The ones Berth does not serve
@@ -201,6 +207,7 @@ impl ControlPlane {
                 registrations: task_definitions::Combiner::default(),
                 agents: agents::AgentHub::new(clock.now_epoch()),
                 tasks: task_index::TaskIndex::default(),
+                max_tasks_per_service: config.max_tasks_per_service,
                 clock,
             }),
         }
@@ -322,6 +329,9 @@ impl Cx<'_> {
     }
     pub(crate) fn task_index(&self) -> &task_index::TaskIndex {
         &self.inner.tasks
+    }
+    pub(crate) fn max_tasks_per_service(&self) -> u32 {
+        self.inner.max_tasks_per_service
     }
 }
 

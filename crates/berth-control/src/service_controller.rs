@@ -112,13 +112,25 @@ fn deployment_status_text(s: planner::DeploymentStatus) -> &'static str {
     }
 }
 
-fn to_planner(stored: &StoredService, now: f64) -> planner::ServiceState {
+/// The planner's view of a stored service. A REPLICA service's desired
+/// counts are read at most `max_tasks` (the tasks per service quota):
+/// CreateService and UpdateService refuse more, and a record written before
+/// they did is held to the quota rather than followed.
+fn to_planner(stored: &StoredService, now: f64, max_tasks: u32) -> planner::ServiceState {
     let svc = &stored.service;
     let daemon = svc.scheduling_strategy.as_deref() == Some("DAEMON");
     let strategy = if daemon {
         planner::SchedulingStrategy::Daemon
     } else {
         planner::SchedulingStrategy::Replica
+    };
+    let desired = |n: Option<i32>| {
+        let n = n.unwrap_or(0).max(0) as u32;
+        if daemon {
+            n
+        } else {
+            n.min(max_tasks)
+        }
     };
     let mut config = planner::DeploymentConfiguration::defaults(strategy);
     if let Some(c) = &svc.deployment_configuration {
@@ -154,7 +166,7 @@ fn to_planner(stored: &StoredService, now: f64) -> planner::ServiceState {
                 rollout_state: rollout_of(d.rollout_state.as_deref()),
                 rollout_state_reason: d.rollout_state_reason.clone(),
                 created_at: d.created_at.unwrap_or(now),
-                desired_count: d.desired_count.unwrap_or(0).max(0) as u32,
+                desired_count: desired(d.desired_count),
                 failed_tasks: d.failed_tasks.unwrap_or(0).max(0) as u32,
                 consecutive_failures: consecutive,
                 last_failure_at: last,
@@ -169,7 +181,7 @@ fn to_planner(stored: &StoredService, now: f64) -> planner::ServiceState {
         } else {
             planner::ServiceStatus::Active
         },
-        desired_count: svc.desired_count.unwrap_or(0).max(0) as u32,
+        desired_count: desired(svc.desired_count),
         scheduling_strategy: strategy,
         deployment_configuration: config,
         health_check_grace_period_seconds: svc.health_check_grace_period_seconds.unwrap_or(0).max(0)
@@ -450,7 +462,7 @@ fn reconcile_one(
             has_other_tasks: busy.contains(i.id.as_str()),
         });
     }
-    let mut input = to_planner(&stored, now);
+    let mut input = to_planner(&stored, now, cx.max_tasks_per_service());
     let stoppable: HashSet<&str> = planner_instances
         .iter()
         .filter(|i| i.agent_connected && i.status == planner::InstanceStatus::Active)

@@ -26,7 +26,7 @@ use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, Change};
 use crate::tags::validate_tags;
 use crate::task_definitions::{active_task_definition, load_reference, StoredTaskDefinition};
-use crate::tasks::{parse_constraints, parse_strategies};
+use crate::tasks::{check_runnable, parse_constraints, parse_strategies, refuse_execute_command};
 use crate::{include_list, keys, missing, required, service_deployments, Cx};
 
 /// A service as stored: the API shape (flattened, so generic readers see
@@ -251,6 +251,29 @@ fn check_propagate(p: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// ECS's default quota of tasks per service: the most a service's
+/// `desiredCount` may be unless the server is started with another
+/// (`--max-tasks-per-service`, as an ECS quota is raised on request).
+pub const DEFAULT_MAX_TASKS_PER_SERVICE: u32 = 5000;
+
+/// Checks a requested `desiredCount`: at least 0 and at most the tasks per
+/// service quota, so that no request can ask the controller for more tasks
+/// than the server is set up to hold.
+fn check_desired_count(cx: &Cx<'_>, n: i32) -> Result<(), ApiError> {
+    if n < 0 {
+        return Err(ApiError::invalid_parameter(
+            "desiredCount must be at least 0.",
+        ));
+    }
+    let max = cx.max_tasks_per_service();
+    if n.unsigned_abs() > max {
+        return Err(ApiError::invalid_parameter(format!(
+            "Desired count exceeds limit. desiredCount is {n}; a service can have at most {max} tasks (the tasks per service quota of this Berth server)."
+        )));
+    }
+    Ok(())
+}
+
 fn check_grace(g: Option<i32>) -> Result<(), ApiError> {
     match g {
         Some(g) if !(0..=2_147_483_647).contains(&g) => Err(ApiError::invalid_parameter(
@@ -322,12 +345,10 @@ pub(crate) fn create(cx: &Cx<'_>, req: CreateServiceRequest) -> Result<ServiceRe
                 "desiredCount is required for a service with the REPLICA scheduling strategy.",
             ))
         }
-        (false, Some(n)) if n < 0 => {
-            return Err(ApiError::invalid_parameter(
-                "desiredCount must be at least 0.",
-            ))
+        (false, Some(n)) => {
+            check_desired_count(cx, n)?;
+            n
         }
-        (false, Some(n)) => n,
         (true, _) => 0,
     };
     if daemon
@@ -340,18 +361,14 @@ pub(crate) fn create(cx: &Cx<'_>, req: CreateServiceRequest) -> Result<ServiceRe
             "Placement strategies are not supported with the DAEMON scheduling strategy.",
         ));
     }
+    refuse_execute_command(req.enable_execute_command)?;
     let td = active_task_definition(cx, required(&req.task_definition, "taskDefinition")?)?;
     let td_arn = td
         .definition
         .task_definition_arn
         .clone()
         .unwrap_or_default();
-    if td.definition.network_mode.as_deref() == Some("awsvpc") {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedFeatureException,
-            "Services of tasks with networkMode awsvpc are not supported on this Berth cluster yet.",
-        ));
-    }
+    check_runnable(&td.definition, req.network_configuration.is_some())?;
     let strategies = req.placement_strategy.clone().unwrap_or_default();
     let constraints = req.placement_constraints.clone().unwrap_or_default();
     parse_strategies(&strategies)?;
@@ -601,12 +618,9 @@ pub(crate) fn update(cx: &Cx<'_>, req: UpdateServiceRequest) -> Result<ServiceRe
         ));
     }
     if let Some(n) = req.desired_count {
-        if n < 0 {
-            return Err(ApiError::invalid_parameter(
-                "desiredCount must be at least 0.",
-            ));
-        }
+        check_desired_count(cx, n)?;
     }
+    refuse_execute_command(req.enable_execute_command)?;
     check_propagate(req.propagate_tags.as_deref())?;
     check_grace(req.health_check_grace_period_seconds)?;
     if let Some(s) = &req.placement_strategy {
@@ -619,6 +633,9 @@ pub(crate) fn update(cx: &Cx<'_>, req: UpdateServiceRequest) -> Result<ServiceRe
         Some(r) if !r.is_empty() => Some(active_task_definition(cx, r)?),
         _ => None,
     };
+    if let Some(td) = &new_td {
+        check_runnable(&td.definition, req.network_configuration.is_some())?;
+    }
     let now = cx.now();
     let out = read_modify_write(cx.store(), &key, |cur: Option<StoredService>| {
         let mut s = cur.ok_or_else(|| {
@@ -670,6 +687,13 @@ pub(crate) fn update(cx: &Cx<'_>, req: UpdateServiceRequest) -> Result<ServiceRe
                 .unwrap_or_default(),
             None => svc.task_definition.clone().unwrap_or_default(),
         };
+        if new_td.is_none() && req.network_configuration.is_some() {
+            // A networkConfiguration for the task definition the service
+            // keeps (a new one was checked above).
+            if let Some(td) = load_reference(cx, &td_arn)? {
+                check_runnable(&td.definition, true)?;
+            }
+        }
         if let Some(td) = &new_td {
             validate_targets(
                 td,

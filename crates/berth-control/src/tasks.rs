@@ -195,9 +195,16 @@ pub(crate) fn snapshot_of(
     snap
 }
 
-/// The first setting of `td` the agent would not honour on Docker, named
-/// as in the task definition; `None` when every setting is honoured.
-fn unhonoured(td: &TaskDefinition) -> Option<String> {
+/// Every setting of `td` that Berth cannot honour (the agent on Docker would
+/// ignore it, or the control plane has no such feature yet), named as in the
+/// task definition, in the order they appear; empty when every setting is
+/// honoured. ECS registers such task definitions, and so does Berth; what
+/// would run them refuses them ([`check_runnable`]), all at once.
+fn unsupported(td: &TaskDefinition) -> Vec<String> {
+    let mut out = Vec::new();
+    if td.network_mode.as_deref() == Some("awsvpc") {
+        out.push("networkMode 'awsvpc'".to_string());
+    }
     let task_level = [
         ("pidMode", td.pid_mode.is_some()),
         ("ipcMode", td.ipc_mode.is_some()),
@@ -209,21 +216,24 @@ fn unhonoured(td: &TaskDefinition) -> Option<String> {
                 .is_some_and(|v| !v.is_empty()),
         ),
     ];
-    if let Some((name, _)) = task_level.iter().find(|(_, used)| *used) {
-        return Some(format!("'{name}'"));
+    for (name, _) in task_level.iter().filter(|(_, used)| *used) {
+        out.push(format!("'{name}'"));
     }
     for v in td.volumes.iter().flatten() {
         let name = v.name.as_deref().unwrap_or("");
-        if v.efs_volume_configuration.is_some() {
-            return Some(format!("volume '{name}' with 'efsVolumeConfiguration'"));
-        }
-        if v.fsx_windows_file_server_volume_configuration.is_some() {
-            return Some(format!(
-                "volume '{name}' with 'fsxWindowsFileServerVolumeConfiguration'"
-            ));
-        }
-        if v.configured_at_launch == Some(true) {
-            return Some(format!("volume '{name}' with 'configuredAtLaunch'"));
+        let fields = [
+            (
+                "efsVolumeConfiguration",
+                v.efs_volume_configuration.is_some(),
+            ),
+            (
+                "fsxWindowsFileServerVolumeConfiguration",
+                v.fsx_windows_file_server_volume_configuration.is_some(),
+            ),
+            ("configuredAtLaunch", v.configured_at_launch == Some(true)),
+        ];
+        for (field, _) in fields.iter().filter(|(_, used)| *used) {
+            out.push(format!("volume '{name}' with '{field}'"));
         }
     }
     for c in td.container_definitions.iter().flatten() {
@@ -284,11 +294,58 @@ fn unhonoured(td: &TaskDefinition) -> Option<String> {
                 linux.is_some_and(|l| l.swappiness.is_some()),
             ),
         ];
-        if let Some((field, _)) = fields.iter().find(|(_, used)| *used) {
-            return Some(format!("'{field}' of container '{name}'"));
+        for (field, _) in fields.iter().filter(|(_, used)| *used) {
+            out.push(format!("'{field}' of container '{name}'"));
         }
     }
-    None
+    out
+}
+
+/// Whether a task of `td` can run on this Berth cluster, as RunTask,
+/// StartTask, CreateService and UpdateService check it before anything is
+/// placed: every setting Berth cannot honour, listed in one
+/// `UnsupportedFeatureException` (so a user fixes them in one go, not one
+/// per attempt); then, with `network_configuration` set, ECS's refusal of a
+/// networkConfiguration for a networkMode that takes none (every mode Berth
+/// runs: awsvpc, the one that needs it, is refused as unsupported above).
+pub(crate) fn check_runnable(
+    td: &TaskDefinition,
+    network_configuration: bool,
+) -> Result<(), ApiError> {
+    let problems = unsupported(td);
+    if !problems.is_empty() {
+        let (verb, pronoun) = if problems.len() == 1 {
+            ("is", "it")
+        } else {
+            ("are", "them")
+        };
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedFeatureException,
+            format!(
+                "This Berth cluster cannot run the task definition yet: {} {verb} not supported, and Berth refuses rather than ignore {pronoun}.",
+                problems.join(", ")
+            ),
+        ));
+    }
+    if network_configuration {
+        return Err(ApiError::invalid_parameter(
+            "Network Configuration is not valid for the given networkMode of this task definition.",
+        ));
+    }
+    Ok(())
+}
+
+/// ECS Exec needs an agent and a session channel Berth does not have: a
+/// request that turns it on is refused (RunTask, StartTask, CreateService,
+/// UpdateService alike) rather than accepted and not acted on. `false` is
+/// accepted.
+pub(crate) fn refuse_execute_command(enable: Option<bool>) -> Result<(), ApiError> {
+    if enable == Some(true) {
+        return Err(ApiError::invalid_parameter(
+            "enableExecuteCommand is not supported by this Berth cluster yet: it has no ECS Exec to reach the containers. Set enableExecuteCommand to false.",
+        ));
+    }
+    Ok(())
 }
 
 /// One port mapping of one container, and whether its host port is chosen
@@ -339,18 +396,6 @@ fn requirements(
         memory = parse_task_memory(text)?;
     }
     let mode = td.network_mode.as_deref().unwrap_or("bridge");
-    if mode == "awsvpc" {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedFeatureException,
-            "Tasks with networkMode awsvpc are not supported on this Berth cluster yet.",
-        ));
-    }
-    if let Some(what) = unhonoured(td) {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedFeatureException,
-            format!("This Berth cluster cannot run the task definition yet: {what} is not supported, and Berth refuses rather than ignore it."),
-        ));
-    }
     let mut req = TaskRequirements {
         resources: Resources {
             cpu,
@@ -512,6 +557,8 @@ struct LaunchInput<'a> {
     strategies: &'a [Value],
     constraints: &'a [Value],
     count: u32,
+    /// Whether the request carries a networkConfiguration.
+    network_configuration: bool,
 }
 
 fn prepare(cx: &Cx<'_>, input: LaunchInput<'_>) -> Result<Launch, ApiError> {
@@ -525,6 +572,7 @@ fn prepare(cx: &Cx<'_>, input: LaunchInput<'_>) -> Result<Launch, ApiError> {
         strategies,
         constraints,
         count,
+        network_configuration,
     } = input;
     let (cluster, _) = active(cx, cluster)?;
     let reference = match task_definition.map(String::as_str) {
@@ -538,6 +586,7 @@ fn prepare(cx: &Cx<'_>, input: LaunchInput<'_>) -> Result<Launch, ApiError> {
     let stored_td = active_task_definition(cx, reference)?;
     let td_tags = stored_td.tags;
     let td = stored_td.definition;
+    check_runnable(&td, network_configuration)?;
     let overrides = overrides.unwrap_or_default();
     let (requirements, ports) = requirements(&td, &overrides)?;
     let tags = tags.unwrap_or_default();
@@ -850,7 +899,7 @@ fn place_and_commit(
             &PlacementOptions::default(),
             &mut rng,
         );
-        tracing::debug!(cluster = %cluster, seed, placed = plan.placements.len(), unplaced = plan.unplaced.len(), "placement");
+        tracing::debug!(cluster = %cluster, seed, placed = plan.placements.len(), unplaced = plan.unplaced, "placement");
         let mut tasks = Vec::with_capacity(plan.placements.len());
         for p in &plan.placements {
             let Some(record) = records.get(p.instance_index) else {
@@ -866,7 +915,9 @@ fn place_and_commit(
         }
         let mut failures = Vec::new();
         let mut message = None;
-        if !plan.unplaced.is_empty() {
+        if plan.unplaced > 0 {
+            // One failure per rejected instance, as ECS lists them, however
+            // many tasks were asked for.
             if let Some(d) = &plan.diagnosis {
                 message = Some(d.message.clone());
                 for r in &d.rejections {
@@ -968,6 +1019,7 @@ pub(crate) struct RunTaskRequest {
     propagate_tags: Option<String>,
     #[serde(rename = "enableECSManagedTags")]
     enable_ecs_managed_tags: Option<bool>,
+    enable_execute_command: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -1002,11 +1054,7 @@ pub(crate) fn run(cx: &Cx<'_>, req: RunTaskRequest) -> Result<TasksResponse, Api
             "Capacity provider strategies are not supported by this Berth cluster yet.",
         ));
     }
-    if req.network_configuration.is_some() {
-        return Err(ApiError::invalid_parameter(
-            "Network Configuration is not valid for the given networkMode of this task definition.",
-        ));
-    }
+    refuse_execute_command(req.enable_execute_command)?;
     let mut launch = prepare(
         cx,
         LaunchInput {
@@ -1019,6 +1067,7 @@ pub(crate) fn run(cx: &Cx<'_>, req: RunTaskRequest) -> Result<TasksResponse, Api
             strategies: req.placement_strategy.as_deref().unwrap_or_default(),
             constraints: req.placement_constraints.as_deref().unwrap_or_default(),
             count: count as u32,
+            network_configuration: req.network_configuration.is_some(),
         },
     )?;
     launch.finish_tags(
@@ -1047,6 +1096,7 @@ pub(crate) struct StartTaskRequest {
     propagate_tags: Option<String>,
     #[serde(rename = "enableECSManagedTags")]
     enable_ecs_managed_tags: Option<bool>,
+    enable_execute_command: Option<bool>,
 }
 
 pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse, ApiError> {
@@ -1056,11 +1106,7 @@ pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse,
             "containerInstances must have between 1 and 10 items.",
         ));
     }
-    if req.network_configuration.is_some() {
-        return Err(ApiError::invalid_parameter(
-            "Network Configuration is not valid for the given networkMode of this task definition.",
-        ));
-    }
+    refuse_execute_command(req.enable_execute_command)?;
     // One task definition, one check: the launch is the same on every
     // instance named.
     let mut launch = prepare(
@@ -1075,6 +1121,7 @@ pub(crate) fn start(cx: &Cx<'_>, req: StartTaskRequest) -> Result<TasksResponse,
             strategies: &[],
             constraints: &[],
             count: 1,
+            network_configuration: req.network_configuration.is_some(),
         },
     )?;
     launch.finish_tags(
@@ -1138,6 +1185,8 @@ pub(crate) fn launch_for_service(
             strategies,
             constraints,
             count,
+            // Checked when the service was created or updated.
+            network_configuration: false,
         },
     )?;
     if strategies.is_empty() {

@@ -728,6 +728,8 @@ pub const MAX_CONTAINERS: usize = 10;
 pub const MIN_CONTAINER_MEMORY_MIB: i32 = 6;
 /// The most tags a resource may carry.
 pub const MAX_TAGS: usize = 50;
+/// The largest task definition ECS registers, in bytes of its JSON (64 KiB).
+pub const MAX_TASK_DEFINITION_BYTES: usize = 65_536;
 /// The most placement constraints a task definition may have.
 pub const MAX_PLACEMENT_CONSTRAINTS: usize = 10;
 /// Task-level CPU range, in CPU units, for tasks on EC2 instances.
@@ -829,11 +831,61 @@ fn is_essential(container: &ContainerDefinition) -> bool {
     container.essential.unwrap_or(true)
 }
 
+/// Counts the bytes written through it and keeps none.
+#[derive(Default)]
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `value` as compact JSON, counted without building it.
+fn json_size<T: Serialize>(value: &T) -> usize {
+    let mut count = ByteCount::default();
+    // Writing to a counter cannot fail, and the model's types always
+    // serialize; a failure would only make the count short.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// The size of the task definition a request registers: the request as
+/// compact JSON without its `tags` (which are the resource's, not the task
+/// definition's), whatever whitespace or unknown members the client sent.
+/// Unknown members are dropped on the way in, so this is also a bound on
+/// what is stored.
+pub fn task_definition_size(req: &RegisterTaskDefinitionRequest) -> usize {
+    let total = json_size(req);
+    match &req.tags {
+        // `"tags":` and its value, and the comma before it (`family` always
+        // comes first).
+        Some(tags) => total.saturating_sub(r#","tags":"#.len() + json_size(tags)),
+        None => total,
+    }
+}
+
+/// ECS's 64 KiB limit on a task definition, with ECS's ClientException.
+fn check_size(req: &RegisterTaskDefinitionRequest) -> Result<(), ApiError> {
+    let size = task_definition_size(req);
+    if size > MAX_TASK_DEFINITION_BYTES {
+        return Err(client(format!(
+            "Actual length: '{size}'. Max allowed length is '{MAX_TASK_DEFINITION_BYTES}' bytes."
+        )));
+    }
+    Ok(())
+}
+
 /// Validates a `RegisterTaskDefinition` request the way ECS does.
 ///
 /// Returns the parsed task size, the effective network mode and the derived
 /// compatibilities, or the first error ECS would report.
 pub fn validate(req: &RegisterTaskDefinitionRequest) -> Result<ValidatedTaskDefinition, ApiError> {
+    check_size(req)?;
     validate_family(&req.family)?;
     if req.container_definitions.is_empty() {
         return Err(client("Container list cannot be empty."));

@@ -843,3 +843,38 @@ fn stored_definition_round_trips_through_json() {
     let back: TaskDefinition = serde_json::from_str(&text).expect("parse");
     assert_eq!(back, td);
 }
+
+#[test]
+fn size_limit_is_64_kib_of_the_task_definition_without_its_tags() {
+    let env = |n: usize| -> Value {
+        json!((0..n)
+            .map(|i| json!({"name": format!("V{i:04}"), "value": "x".repeat(1000)}))
+            .collect::<Vec<_>>())
+    };
+    // The size is the request's compact JSON without its tags, whatever the tags.
+    let tags = json!([{"key": "team", "value": "web"}, {"key": "k".repeat(128), "value": "v".repeat(256)}]);
+    let with = request(ec2(json!({"tags": tags}), json!({"environment": env(3)})));
+    let without = request(ec2(json!({}), json!({"environment": env(3)})));
+    assert_eq!(task_definition_size(&with), task_definition_size(&without));
+    assert_eq!(
+        task_definition_size(&without),
+        serde_json::to_vec(&without).unwrap().len()
+    );
+    // Over the limit: ECS's ClientException, with the actual and the maximum size.
+    let big = request(ec2(json!({}), json!({"environment": env(70)})));
+    let size = task_definition_size(&big);
+    assert!(size > MAX_TASK_DEFINITION_BYTES);
+    let e = validate(&big).unwrap_err();
+    assert_eq!(e.code, ClientException);
+    assert_eq!(
+        e.message,
+        format!("Actual length: '{size}'. Max allowed length is '65536' bytes.")
+    );
+    // At the limit exactly: accepted.
+    let mut exact = request(ec2(json!({}), json!({"environment": env(60)})));
+    let short = MAX_TASK_DEFINITION_BYTES - task_definition_size(&exact);
+    exact.container_definitions[0].command =
+        Some(vec!["y".repeat(short - r#","command":[""]"#.len())]);
+    assert_eq!(task_definition_size(&exact), MAX_TASK_DEFINITION_BYTES);
+    assert!(validate(&exact).is_ok());
+}

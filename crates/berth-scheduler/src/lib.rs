@@ -10,8 +10,10 @@
 //!   distinctInstance, cpu, memory, gpu, tcp ports, udp ports), then ranking by the chained
 //!   strategies, then selection, task after task, with dynamic host ports assigned from the
 //!   instance's own range ([`ContainerInstance::dynamic_ports`]), or else from
-//!   [`PlacementOptions`]. Tasks that cannot be placed come back with a [`Diagnosis`] in ECS's
-//!   words. A one-task request takes a shortcut with the same answer: one pass over the snapshot,
+//!   [`PlacementOptions`], never a port the instance reports as used or a task there holds.
+//!   Tasks that cannot be placed come back as a count ([`Plan::unplaced`]) with one [`Diagnosis`]
+//!   in ECS's words (one record per rejected instance), so a run costs what it places, whatever
+//!   count was asked for. A one-task request takes a shortcut with the same answer: one pass over the snapshot,
 //!   keeping only the best candidate (`small.rs`).
 //! - [`select_tasks_to_stop`] is the scale-in mirror of placement.
 //! - [`query`] is the cluster query language, shared with ListContainerInstances' `filter`.

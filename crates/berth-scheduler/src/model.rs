@@ -221,10 +221,14 @@ pub struct Placement {
 pub struct Plan {
     /// The tasks placed, in order.
     pub placements: Vec<Placement>,
-    /// Indices of the tasks that could not be placed.
-    pub unplaced: Vec<u32>,
-    /// Why, when `unplaced` is not empty. The tasks of one request are identical and a failed
-    /// placement changes nothing, so every unplaced task failed for these same reasons.
+    /// How many tasks of the request could not be placed: the last `unplaced` of them, since the
+    /// tasks of one request are identical and once one finds no instance, none after it can. A
+    /// count, not a list: a request for millions of tasks that fit nowhere costs what a request
+    /// for one does.
+    pub unplaced: u32,
+    /// Why, when `unplaced` is not zero: one record per rejected instance (its first failing
+    /// stage), however many tasks failed. A failed placement changes nothing, so every unplaced
+    /// task failed for these same reasons.
     pub diagnosis: Option<Diagnosis>,
 }
 

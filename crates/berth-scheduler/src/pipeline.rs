@@ -4,7 +4,9 @@
 //! them by the strategies (later strategies break the ties of earlier ones, a seeded random rank
 //! breaks what is left), takes the best, and records the placement in its working state so that the
 //! next task sees the resources and ports the previous one took. When no instance passes, every
-//! remaining task of the request fails for the same reasons, and the engine writes a [`Diagnosis`].
+//! remaining task of the request fails for the same reasons: the engine stops, counts them, and
+//! writes one [`Diagnosis`] (one record per rejected instance, not per task), so a request for
+//! millions of tasks that fit nowhere costs no more than a request for one.
 //!
 //! How it stays fast (a planning run over `n` instances placing `k` tasks costs `O(n + k log n)` for
 //! the usual strategies, with a small constant on the `n`):
@@ -942,9 +944,15 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         Diagnosis::new(&event_subject(&self.req.group), rejections, closest)
     }
 
+    /// Places the request's tasks one after the other until all are placed or one finds no
+    /// instance. Nothing a failed placement looks at changes, so the first task that fits nowhere
+    /// settles every task after it: the run stops there and reports how many were left, with one
+    /// diagnosis for all of them. The cost of a run is therefore that of the tasks placed plus
+    /// one diagnosis, whatever the count asked for.
     pub(crate) fn run(mut self) -> Plan {
         let count = self.req.count;
-        let mut placements = Vec::with_capacity(count.min(100_000) as usize);
+        // Only a first guess: the count asked for says nothing of how many fit.
+        let mut placements = Vec::with_capacity(count.min(1024) as usize);
         let mut selector = self.build_selector();
         for task_index in 0..count {
             match self.select(&mut selector) {
@@ -952,7 +960,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
                 None => {
                     return Plan {
                         placements,
-                        unplaced: (task_index..count).collect(),
+                        unplaced: count - task_index,
                         diagnosis: Some(self.diagnose()),
                     };
                 }
@@ -960,7 +968,7 @@ impl<'a, R: Rng + ?Sized> Engine<'a, R> {
         }
         Plan {
             placements,
-            unplaced: Vec::new(),
+            unplaced: 0,
             diagnosis: None,
         }
     }

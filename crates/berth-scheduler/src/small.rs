@@ -309,7 +309,7 @@ pub(crate) fn place_one<'a, R: Rng + ?Sized>(
             dynamic_tcp_ports,
             dynamic_udp_ports,
         }],
-        unplaced: Vec::new(),
+        unplaced: 0,
         diagnosis: None,
     }
 }

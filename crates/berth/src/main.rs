@@ -151,6 +151,11 @@ struct ServerArgs {
     #[arg(long, env = "BERTH_SERVICE_DEPLOYMENT_RETENTION_SECS",
           default_value_t = berth_control::DEFAULT_SERVICE_DEPLOYMENT_RETENTION_SECS)]
     service_deployment_retention_secs: u64,
+    /// The most tasks one service may ask for (desiredCount): ECS's
+    /// default tasks per service quota unless raised here.
+    #[arg(long, env = "BERTH_MAX_TASKS_PER_SERVICE",
+          default_value_t = berth_control::DEFAULT_MAX_TASKS_PER_SERVICE)]
+    max_tasks_per_service: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -203,6 +208,7 @@ fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
         Config {
             region: args.region.clone(),
             account_id: args.account_id.clone(),
+            max_tasks_per_service: args.max_tasks_per_service,
         },
         Arc::new(SystemClock),
     );
