@@ -25,10 +25,7 @@ fn plane() -> ControlPlane {
 }
 
 fn caller() -> Caller {
-    Caller {
-        principal_arn: "arn:aws:iam::000000000000:root".into(),
-        access_key_id: "AKID".into(),
-    }
+    Caller::root("arn:aws:iam::000000000000:root", "AKID")
 }
 
 fn call(cp: &ControlPlane, op: &str, body: Value) -> Result<Value, ApiError> {
