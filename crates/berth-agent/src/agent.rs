@@ -83,6 +83,42 @@ pub struct Agent {
     /// Berth's registry token, until a little before it expires.
     registry_token: tokio::sync::Mutex<Option<(RegistryAuth, f64)>>,
     metadata: Option<Metadata>,
+    stops: StopsInFlight,
+}
+
+/// The container stops under way, by container id. A stop waits out the
+/// container's grace period while passes go on, and each pass that still
+/// sees the container running asks to stop it again: only the first ask
+/// starts a stop, until that one finishes or fails. At most one entry per
+/// container of this host.
+#[derive(Clone, Debug, Default)]
+struct StopsInFlight(Arc<parking_lot::Mutex<std::collections::HashSet<String>>>);
+
+impl StopsInFlight {
+    /// Stops container `id` in the background unless a stop of it is
+    /// already under way; true when this call started one.
+    fn start(&self, runtime: &Arc<dyn ContainerRuntime>, id: &str, timeout: Duration) -> bool {
+        if !self.0.lock().insert(id.to_string()) {
+            return false;
+        }
+        // Forgets the stop when the task ends, however it ends.
+        struct Done(StopsInFlight, String);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0 .0.lock().remove(&self.1);
+            }
+        }
+        let done = Done(self.clone(), id.to_string());
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let id = berth_runtime::ContainerId(done.1.clone());
+            if let Err(err) = runtime.stop(&id, timeout).await {
+                tracing::warn!(error = %err, container = %id.0, "stop failed");
+            }
+            drop(done);
+        });
+        true
+    }
 }
 
 fn state_file(config: &AgentConfig) -> PathBuf {
@@ -231,6 +267,7 @@ impl Agent {
             channel: None,
             registry_token: tokio::sync::Mutex::new(None),
             metadata,
+            stops: StopsInFlight::default(),
         })
     }
 
@@ -653,14 +690,8 @@ impl Agent {
                 .await?),
             Action::Stop { id, timeout_secs } => {
                 // Stopping waits for the grace period; do not hold up the pass.
-                let runtime = self.runtime.clone();
-                let id = berth_runtime::ContainerId(id.clone());
-                let timeout = Duration::from_secs(*timeout_secs);
-                tokio::spawn(async move {
-                    if let Err(err) = runtime.stop(&id, timeout).await {
-                        tracing::warn!(error = %err, container = %id.0, "stop failed");
-                    }
-                });
+                self.stops
+                    .start(&self.runtime, id, Duration::from_secs(*timeout_secs));
                 Ok(())
             }
             Action::Remove { id } => Ok(self
@@ -854,5 +885,144 @@ mod merge_tests {
             shape(&steps),
             vec!["task a with 0".to_string(), "container a/web".to_string()]
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod stop_tests {
+    use super::*;
+    use berth_runtime::{
+        ContainerId, ContainerSpec, ContainerState, ContainerSummary, EventStream, ImageInfo,
+        ManualClock, RuntimeInfo, SimulatedConfig, SimulatedRuntime, Stats,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The simulated runtime, with stops that count themselves and wait
+    /// for the test's permission: a container in its grace period.
+    #[derive(Debug)]
+    struct SlowStops {
+        sim: SimulatedRuntime,
+        stops: AtomicUsize,
+        gate: tokio::sync::Semaphore,
+    }
+
+    type R<T> = berth_runtime::Result<T>;
+
+    #[async_trait::async_trait]
+    impl ContainerRuntime for SlowStops {
+        fn name(&self) -> &'static str {
+            self.sim.name()
+        }
+        async fn info(&self) -> R<RuntimeInfo> {
+            self.sim.info().await
+        }
+        async fn ensure_image(&self, image: &str, c: Option<&RegistryAuth>) -> R<ImageInfo> {
+            self.sim.ensure_image(image, c).await
+        }
+        async fn create(&self, spec: &ContainerSpec) -> R<ContainerId> {
+            self.sim.create(spec).await
+        }
+        async fn start(&self, id: &ContainerId) -> R<()> {
+            self.sim.start(id).await
+        }
+        async fn stop(&self, id: &ContainerId, timeout: Duration) -> R<()> {
+            self.stops.fetch_add(1, Ordering::SeqCst);
+            let _permit = self.gate.acquire().await;
+            self.sim.stop(id, timeout).await
+        }
+        async fn kill(&self, id: &ContainerId, signal: &str) -> R<()> {
+            self.sim.kill(id, signal).await
+        }
+        async fn inspect(&self, id: &ContainerId) -> R<ContainerState> {
+            self.sim.inspect(id).await
+        }
+        async fn remove(&self, id: &ContainerId) -> R<()> {
+            self.sim.remove(id).await
+        }
+        async fn remove_volume(&self, name: &str) -> R<()> {
+            self.sim.remove_volume(name).await
+        }
+        async fn list(&self, filter: &LabelFilter) -> R<Vec<ContainerSummary>> {
+            self.sim.list(filter).await
+        }
+        fn events(&self, filter: &LabelFilter) -> EventStream {
+            self.sim.events(filter)
+        }
+        async fn stats(&self, id: &ContainerId) -> R<Stats> {
+            self.sim.stats(id).await
+        }
+    }
+
+    fn agent(runtime: Arc<dyn ContainerRuntime>) -> Agent {
+        Agent {
+            client: EcsClient::new("http://127.0.0.1:9", "us-east-1", "AKIA", "secret", None)
+                .unwrap(),
+            runtime,
+            config: AgentConfig {
+                cluster: "default".into(),
+                availability_zone: None,
+                instance_type: None,
+                attributes: Vec::new(),
+                data_dir: PathBuf::from("/nonexistent"),
+                bind_ip: IpAddr::from([127, 0, 0, 1]),
+                poll_interval: Duration::from_secs(1),
+                memory_reserve_mib: 0,
+                cleanup_delay: Duration::from_secs(60),
+                channel: Default::default(),
+                metadata_port: None,
+                dynamic_port_range: None,
+            },
+            instance_arn: "ci".into(),
+            task_definitions: HashMap::new(),
+            channel: None,
+            registry_token: tokio::sync::Mutex::new(None),
+            metadata: None,
+            stops: StopsInFlight::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_container_in_its_grace_period_is_stopped_once_however_many_passes_ask() {
+        let runtime = Arc::new(SlowStops {
+            sim: SimulatedRuntime::new(SimulatedConfig::default(), Arc::new(ManualClock::new(0))),
+            stops: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let spec = ContainerSpec {
+            name: "web".into(),
+            image: "app:1".into(),
+            ..Default::default()
+        };
+        runtime.ensure_image(&spec.image, None).await.unwrap();
+        let id = runtime.create(&spec).await.unwrap();
+        runtime.start(&id).await.unwrap();
+        let agent = agent(runtime.clone());
+        let stop = Action::Stop {
+            id: id.0.clone(),
+            timeout_secs: 30,
+        };
+        // Every pass during the grace period asks again.
+        for _ in 0..5 {
+            agent.execute(&stop, &HashMap::new()).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(runtime.stops.load(Ordering::SeqCst), 1);
+        assert_eq!(agent.stops.0.lock().len(), 1);
+
+        // Once the stop has finished, a later ask stops again.
+        runtime.gate.add_permits(1);
+        for _ in 0..100 {
+            if agent.stops.0.lock().is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(agent.stops.0.lock().is_empty());
+        assert!(runtime.inspect(&id).await.unwrap().status.is_stopped());
+        agent.execute(&stop, &HashMap::new()).await.unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(runtime.stops.load(Ordering::SeqCst), 2);
+        runtime.gate.add_permits(1);
     }
 }
