@@ -191,7 +191,7 @@ impl Agent {
         {
             body["containerInstanceArn"] = json!(arn);
         }
-        let resp = match client.call("RegisterContainerInstance", &body).await {
+        let resp = match register_when_cluster_exists(&client, &config.cluster, &body).await {
             Ok(r) => r,
             Err(CallError::Api { ref code, .. })
                 if code == "InvalidParameterException"
@@ -201,8 +201,7 @@ impl Agent {
                 if let Some(obj) = body.as_object_mut() {
                     obj.remove("containerInstanceArn");
                 }
-                client
-                    .call("RegisterContainerInstance", &body)
+                register_when_cluster_exists(&client, &config.cluster, &body)
                     .await
                     .map_err(|source| AgentError::Call {
                         operation: "RegisterContainerInstance",
@@ -728,6 +727,42 @@ impl Agent {
                     json!({"cluster": cluster, "task": task, "containers": containers, "healthStatus": task_health}),
                 )
                 .await
+            }
+        }
+    }
+}
+
+/// RegisterContainerInstance, waiting for the cluster when it does not
+/// exist yet (an agent may well start before its cluster is created): one
+/// line says so, then it retries with backoff (1 s doubling to 30 s),
+/// quietly, until the cluster exists. Any other error is returned.
+async fn register_when_cluster_exists(
+    client: &EcsClient,
+    cluster: &str,
+    body: &Value,
+) -> Result<Value, CallError> {
+    let mut delay = Duration::from_secs(1);
+    let mut waited = false;
+    loop {
+        match client.call("RegisterContainerInstance", body).await {
+            Err(CallError::Api { code, .. }) if code == "ClusterNotFoundException" => {
+                if waited {
+                    tracing::debug!(cluster = %cluster, retry_in_ms = delay.as_millis() as u64, "cluster still does not exist");
+                } else {
+                    tracing::info!(
+                        cluster = %cluster,
+                        "cluster does not exist yet; retrying until it is created"
+                    );
+                    waited = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            other => {
+                if waited && other.is_ok() {
+                    tracing::info!(cluster = %cluster, "cluster exists now");
+                }
+                return other;
             }
         }
     }
