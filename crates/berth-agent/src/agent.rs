@@ -53,7 +53,7 @@ pub struct AgentConfig {
 #[derive(Debug)]
 struct Metadata {
     state: crate::metadata::MetadataState,
-    base_uri: String,
+    endpoint: crate::metadata::MetadataEndpoint,
     /// Dropped with the agent, which ends the server.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -230,10 +230,13 @@ impl Agent {
             None => None,
             Some(port) => match crate::metadata::bind(runtime.as_ref(), port).await {
                 Ok(bound) => {
+                    let key = crate::metadata::EndpointKey::load_or_create(&config.data_dir)
+                        .map_err(|e| AgentError::State(e.to_string()))?;
                     let state = crate::metadata::MetadataState::new(
                         config.cluster.clone(),
                         instance_arn.clone(),
                         config.availability_zone.clone(),
+                        key.clone(),
                     );
                     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                     tokio::spawn(crate::metadata::serve(
@@ -247,7 +250,10 @@ impl Agent {
                     tracing::info!(uri = %bound.base_uri, "task metadata endpoint");
                     Some(Metadata {
                         state,
-                        base_uri: bound.base_uri,
+                        endpoint: crate::metadata::MetadataEndpoint {
+                            base_uri: bound.base_uri,
+                            key,
+                        },
                         _stop: stop,
                     })
                 }
@@ -649,7 +655,7 @@ impl Agent {
                     cluster: cluster.clone(),
                     container_instance_arn: self.instance_arn.clone(),
                     bind_ip: self.config.bind_ip,
-                    metadata_uri_base: self.metadata.as_ref().map(|m| m.base_uri.clone()),
+                    metadata: self.metadata.as_ref().map(|m| m.endpoint.clone()),
                 };
                 let spec = spec::container_spec(&host, t, td, container)
                     .map_err(|e| AgentError::State(e.to_string()))?;
