@@ -285,3 +285,120 @@ def get_status(url: str) -> int:
         return err.code
     except OSError:
         return 0
+
+
+# --------------------------------------------------------------------------
+# Dynamic host ports held by something else on the host (here a plain
+# socket, as the task scripts/quickstart leaves on 49153 is to the suite).
+
+def hold_port(port: int) -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    return s
+
+
+def free_range(n: int) -> int:
+    """The first of `n` consecutive ports nothing listens on, between 41300
+    and 42000."""
+    for first in range(41300, 42000, n):
+        held = []
+        try:
+            for p in range(first, first + n):
+                held.append(hold_port(p))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise AssertionError("no free port range")
+
+
+def web_service(ecs, image, cluster, name, count):
+    ecs.register_task_definition(family=name, containerDefinitions=[{
+        "name": "w", "image": image, "memory": 16, "stopTimeout": 1,
+        "command": [BB, "httpd", "-f", "-p", "8080", "-h", "/www"],
+        "portMappings": [{"containerPort": 8080, "hostPort": 0}]}])
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=name, desiredCount=count)
+
+
+def running_ports(ecs, cluster, service, count):
+    """The host ports of the service's tasks once `count` of them run."""
+    def ports():
+        arns = ecs.list_tasks(cluster=cluster, serviceName=service, desiredStatus="RUNNING")["taskArns"]
+        if len(arns) != count:
+            return None
+        tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]
+        if any(t["lastStatus"] != "RUNNING" for t in tasks):
+            return None
+        return sorted(t["containers"][0]["networkBindings"][0]["hostPort"] for t in tasks)
+    return wait_for(ports, timeout=120, interval=0.5, what=f"{count} tasks of {service} running")
+
+
+def stopped_reasons(ecs, cluster, service):
+    arns = ecs.list_tasks(cluster=cluster, serviceName=service, desiredStatus="STOPPED")["taskArns"]
+    if not arns:
+        return []
+    return [t.get("stoppedReason", "") for t in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]]
+
+
+def registered_ports(ecs, cluster, arn):
+    ci = ecs.describe_container_instances(cluster=cluster, containerInstances=[arn])["containerInstances"][0]
+    return next(r["stringSetValue"] for r in ci["registeredResources"] if r["name"] == "PORTS")
+
+
+def test_a_port_held_before_the_agent_starts_is_never_offered(tmp_path):
+    image = busybox_image()
+    first = free_range(3)
+    held = hold_port(first)
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path).start()
+    ecs = server.client("ecs")
+    ecs.create_cluster(clusterName="held")
+    agent = BerthAgent(server.endpoint, tmp_path / "agent", tmp_path / "agent.log", "us-east-1a",
+                       cluster="held",
+                       extra_args=["--dynamic-host-port-range", f"{first}-{first + 2}"]).start()
+    try:
+        assert str(first) in registered_ports(ecs, "held", agent.arn)
+        web_service(ecs, image, "held", "web", 2)
+        assert running_ports(ecs, "held", "web", 2) == [first + 1, first + 2]
+        body = urllib.request.urlopen(f"http://127.0.0.1:{first + 1}/", timeout=10).read()
+        assert b"hello from berth" in body
+    finally:
+        ecs.update_service(cluster="held", service="web", desiredCount=0)
+        agent.stop()
+        agent.remove_containers()
+        server.kill()
+        held.close()
+
+
+def test_a_port_taken_after_registration_is_given_up_and_the_task_replaced(tmp_path):
+    image = busybox_image()
+    first = free_range(3)
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path).start()
+    ecs = server.client("ecs")
+    ecs.create_cluster(clusterName="late")
+    agent = BerthAgent(server.endpoint, tmp_path / "agent", tmp_path / "agent.log", "us-east-1a",
+                       cluster="late",
+                       extra_args=["--dynamic-host-port-range", f"{first}-{first + 2}"]).start()
+    # Taken once the agent has registered: placement may still choose it.
+    held = hold_port(first)
+    try:
+        web_service(ecs, image, "late", "web", 2)
+        assert running_ports(ecs, "late", "web", 2) == [first + 1, first + 2]
+        wait_for(lambda: str(first) in registered_ports(ecs, "late", agent.arn), timeout=30,
+                 what="the agent to report the held port")
+        # A task placed on the held port, if any, says why it stopped.
+        for reason in stopped_reasons(ecs, "late", "web"):
+            assert f"host port {first} already in use" in reason, reason
+
+        # Released, the port is offered again once the agent looks.
+        held.close()
+        wait_for(lambda: str(first) not in registered_ports(ecs, "late", agent.arn), timeout=30,
+                 what="the agent to offer the released port again")
+    finally:
+        held.close()
+        ecs.update_service(cluster="late", service="web", desiredCount=0)
+        agent.stop()
+        agent.remove_containers()
+        server.kill()

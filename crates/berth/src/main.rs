@@ -462,6 +462,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             channel: Default::default(),
             metadata_port: Some(args.host.metadata_port),
             dynamic_port_range: args.host.dynamic_host_port_range,
+            host_ports: host_ports(&args.runtime),
         };
         let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
         println!("berth agent registered as {}", agent.instance_arn());
@@ -495,6 +496,16 @@ async fn make_runtime(name: &str) -> anyhow::Result<Arc<dyn berth_runtime::Conta
     })
 }
 
+/// Where the agent learns which host ports are in use: this machine's
+/// sockets for Docker; none for simulated hosts, whose ports are not this
+/// machine's.
+fn host_ports(runtime: &str) -> Arc<dyn berth_runtime::HostPorts> {
+    match runtime {
+        "simulated" => Arc::new(berth_runtime::NoHostPorts),
+        _ => Arc::new(berth_runtime::ProcNetTcp),
+    }
+}
+
 fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let access_key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
     let secret_key =
@@ -520,6 +531,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         channel: Default::default(),
         metadata_port: Some(args.host.metadata_port),
         dynamic_port_range: args.host.dynamic_host_port_range,
+        host_ports: host_ports(&args.runtime),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
