@@ -182,19 +182,26 @@ def test_an_agent_started_before_its_cluster_waits_for_it(tmp_path):
 # --------------------------------------------------------------------------
 # Task metadata: a container reads its own task, never another's.
 
-# Reads its own task, then tries every route with another task's id as a
-# container could compute it from that task's ARN, printing what wget says.
+# Reads its own task (until the agent has seen its container), then tries
+# every route with another task's id as a container could compute it from
+# that task's ARN, and with that task's real id (as if it had leaked),
+# printing what wget says.
 PRYING_SCRIPT = f"""
 B={BB}
 BASE="${{ECS_CONTAINER_METADATA_URI_V4%/*}}"
 for i in $($B seq 1 240); do
-  $B wget -q -O /tmp/self.json "$ECS_CONTAINER_METADATA_URI_V4/task" && break
+  if $B wget -q -O /tmp/self.json "$ECS_CONTAINER_METADATA_URI_V4/task" \\
+     && $B grep -q '"DockerId":"[0-9a-f]' /tmp/self.json; then
+    break
+  fi
   $B sleep 0.25
 done
 $B printf 'SELF %s\\n' "$($B cat /tmp/self.json)"
-for p in "" /task /taskWithTags /stats /task/stats; do
-  out=$($B wget -q -O /tmp/other.json "$BASE/$OTHER_ID$p" 2>&1)
-  $B printf 'TRIED %s rc=%s %s\\n' "${{p:-/}}" "$?" "$out"
+for id in "$OTHER_ID" "$LEAKED_ID"; do
+  for p in "" /task /taskWithTags /stats /task/stats; do
+    out=$($B wget -q -O /tmp/other.json "$BASE/$id$p" 2>&1)
+    $B printf 'TRIED %s rc=%s %s\\n' "${{p:-/}}" "$?" "$out"
+  done
 done
 $B printf 'DONE\\n'
 exec $B sleep 600
@@ -239,9 +246,14 @@ def test_a_container_cannot_read_another_task_s_metadata(tmp_path):
         victim = ecs.run_task(cluster="pry", taskDefinition="victim")["tasks"][0]["taskArn"]
         victim_id = running(victim)["containers"][0]["runtimeId"]
 
+        env = dict(kv.split("=", 1) for kv in json.loads(subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Config.Env}}", victim_id],
+            capture_output=True, text=True, check=True).stdout))
+        uri = env["ECS_CONTAINER_METADATA_URI_V4"]
         ecs.register_task_definition(family="prying", containerDefinitions=[{
             "name": "app", "image": image, "memory": 32, "stopTimeout": 1,
-            "environment": [{"name": "OTHER_ID", "value": unkeyed_endpoint_id(victim, "app")}],
+            "environment": [{"name": "OTHER_ID", "value": unkeyed_endpoint_id(victim, "app")},
+                            {"name": "LEAKED_ID", "value": uri.rsplit("/", 1)[1]}],
             "command": [BB, "sh", "-c", PRYING_SCRIPT]}])
         prying = ecs.run_task(cluster="pry", taskDefinition="prying")["tasks"][0]["taskArn"]
         prying_id = running(prying)["containers"][0]["runtimeId"]
@@ -251,17 +263,13 @@ def test_a_container_cannot_read_another_task_s_metadata(tmp_path):
         own = json.loads(next(l for l in logs.splitlines() if l.startswith("SELF "))[5:])
         assert own["TaskARN"] == prying
         tried = [l for l in logs.splitlines() if l.startswith("TRIED ")]
-        assert len(tried) == 5, logs
+        assert len(tried) == 10, logs
         for line in tried:
             assert "rc=1" in line and "404" in line, line
         assert victim not in logs
 
-        # The victim's real id works (the agent gave it to the victim only),
-        # and is not the one derived from its ARN.
-        env = dict(kv.split("=", 1) for kv in json.loads(subprocess.run(
-            ["docker", "inspect", "--format", "{{json .Config.Env}}", victim_id],
-            capture_output=True, text=True, check=True).stdout))
-        uri = env["ECS_CONTAINER_METADATA_URI_V4"]
+        # The victim's real id works from the host, and is not the one
+        # derived from its ARN.
         assert not uri.endswith(unkeyed_endpoint_id(victim, "app"))
         with urllib.request.urlopen(uri + "/task", timeout=30) as resp:
             assert json.loads(resp.read())["TaskARN"] == victim

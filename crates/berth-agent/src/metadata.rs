@@ -27,7 +27,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -383,6 +383,27 @@ impl MetadataState {
         inner.tasks.retain(|arn, _| keep(arn));
         let Inner { tasks, ids, .. } = &mut *inner;
         ids.retain(|_, (arn, _)| tasks.contains_key(arn));
+    }
+
+    /// Whether a request from `peer` may read endpoint `id`: not when
+    /// `peer` is the address of a container of another task on this host.
+    /// (The id is the secret; this is a second wall. Requests from the
+    /// host itself, from the task's own containers, and from addresses not
+    /// yet known pass.)
+    pub fn may_read(&self, id: &str, peer: IpAddr) -> bool {
+        let inner = self.inner.read();
+        let Some((entry, _)) = inner.lookup(id) else {
+            return true;
+        };
+        let peer = peer.to_canonical().to_string();
+        let owner = inner.tasks.values().find(|t| {
+            t.containers.iter().any(|c| {
+                c.networks
+                    .iter()
+                    .any(|n| n.ipv4_addresses.iter().any(|a| *a == peer))
+            })
+        });
+        owner.is_none_or(|t| t.arn() == entry.arn())
     }
 
     /// The ARNs of the tasks known.
@@ -835,21 +856,42 @@ fn unknown(id: &str) -> Response {
     )
 }
 
-async fn container_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn container_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     match app.state.container_document(&id) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
     }
 }
 
-async fn task_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn task_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     match app.state.task_document(&id, false) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
     }
 }
 
-async fn task_with_tags_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn task_with_tags_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     match app.state.task_document(&id, true) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
@@ -865,7 +907,14 @@ async fn sample(
     Ok(stats_document(&stats, docker_id, docker_name))
 }
 
-async fn container_stats_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn container_stats_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     let Some(targets) = app.state.docker_ids(&id) else {
         return unknown(&id);
     };
@@ -894,7 +943,14 @@ async fn container_stats_handler(State(app): State<App>, Path(id): Path<String>)
     }
 }
 
-async fn task_stats_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn task_stats_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     let Some(targets) = app.state.docker_ids(&id) else {
         return unknown(&id);
     };
@@ -963,10 +1019,13 @@ where
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(addr = %addr, "serving task metadata");
     }
-    axum::serve(listener, router(state, runtime))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(MetadataError::Serve)
+    axum::serve(
+        listener,
+        router(state, runtime).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(MetadataError::Serve)
 }
 
 /// A bound metadata listener and the base URI containers reach it at.
@@ -1110,6 +1169,34 @@ mod tests {
             state.container_document(&sidecar).unwrap()["Name"],
             "sidecar"
         );
+    }
+
+    #[test]
+    fn a_container_of_another_task_is_refused_even_with_the_id() {
+        let state = state_with_task();
+        let (mut other, td) = fixture();
+        let other_arn = TASK_ARN.replace("0123456789abcdef", "fedcba9876543210");
+        other.task_arn = Some(other_arn.clone());
+        let mut theirs = app_state();
+        theirs.id = ContainerId("0th3r".into());
+        theirs.ip_address = Some("172.17.0.9".into());
+        theirs
+            .labels
+            .insert(labels::TASK_ARN.into(), other_arn.clone());
+        state.set_task(
+            &other,
+            &Arc::new(td),
+            vec![ContainerRuntimeInfo::from_state("app", &theirs)],
+        );
+        let mine = endpoint_id(TASK_ARN, "app");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Its own container (172.17.0.5), the host, an unknown address.
+        for peer in ["172.17.0.5", "172.17.0.1", "127.0.0.1", "10.1.2.3"] {
+            assert!(state.may_read(&mine, ip(peer)), "{peer}");
+        }
+        assert!(!state.may_read(&mine, ip("172.17.0.9")));
+        assert!(!state.may_read(&mine, ip("::ffff:172.17.0.9")));
+        assert!(state.may_read(&endpoint_id(&other_arn, "app"), ip("172.17.0.9")));
     }
 
     #[test]
