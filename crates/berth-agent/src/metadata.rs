@@ -397,11 +397,9 @@ impl MetadataState {
         };
         let peer = peer.to_canonical().to_string();
         let owner = inner.tasks.values().find(|t| {
-            t.containers.iter().any(|c| {
-                c.networks
-                    .iter()
-                    .any(|n| n.ipv4_addresses.iter().any(|a| *a == peer))
-            })
+            t.containers
+                .iter()
+                .any(|c| c.networks.iter().any(|n| n.ipv4_addresses.contains(&peer)))
         });
         owner.is_none_or(|t| t.arn() == entry.arn())
     }
