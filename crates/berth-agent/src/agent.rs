@@ -111,7 +111,8 @@ const MAX_UNUSABLE_PORTS: usize = 1024;
 struct UnusablePorts {
     /// What the registration says now (besides [`RESERVED_PORTS`]).
     registered: BTreeSet<u16>,
-    /// Ports a container could not bind.
+    /// Ports a container could not bind (at most one entry per port
+    /// number, each ending within [`FAILED_PORT_HOLD_MILLIS`]).
     failed: BTreeMap<u16, FailedPort>,
     /// Host ports this agent's tasks hold, as of the last pass.
     own: BTreeSet<u16>,
