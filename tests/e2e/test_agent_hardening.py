@@ -373,7 +373,6 @@ def test_a_port_held_before_the_agent_starts_is_never_offered(tmp_path):
         body = urllib.request.urlopen(f"http://127.0.0.1:{first + 1}/", timeout=10).read()
         assert b"hello from berth" in body
     finally:
-        ecs.update_service(cluster="held", service="web", desiredCount=0)
         agent.stop()
         agent.remove_containers()
         server.kill()
@@ -406,7 +405,6 @@ def test_a_port_taken_after_registration_is_given_up_and_the_task_replaced(tmp_p
                  what="the agent to offer the released port again")
     finally:
         held.close()
-        ecs.update_service(cluster="late", service="web", desiredCount=0)
         agent.stop()
         agent.remove_containers()
         server.kill()
