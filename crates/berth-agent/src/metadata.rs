@@ -3,9 +3,12 @@
 //!
 //! Each container gets `ECS_CONTAINER_METADATA_URI_V4=<base>/v4/<id>` in
 //! its environment ([`crate::spec`] puts it there), where `<id>` is
-//! [`endpoint_id`]: a deterministic function of the task ARN and the
-//! container name, so it is known when the container is created, before
-//! Docker has given it an id, and is the same after an agent restart.
+//! [`EndpointKey::endpoint_id`]: an HMAC of the task ARN and the container
+//! name under the agent's secret key, so it is known when the container is
+//! created (before Docker has given it an id), is the same after an agent
+//! restart (the key is kept in the data directory), and cannot be derived
+//! from another task's ARN. An id answers only for its own task, and for
+//! its own container on the container routes.
 //!
 //! Paths, as in ECS: `/v4/<id>` (the container), `/v4/<id>/task`,
 //! `/v4/<id>/taskWithTags`, `/v4/<id>/stats` (Docker's stats JSON of the
@@ -24,7 +27,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -55,31 +58,126 @@ pub enum MetadataError {
     },
     #[error("task metadata server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("task metadata key {path}: {source}")]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// The id of a container's metadata endpoint: `<task id>-<16 hex digits>`,
-/// URL-safe, the same for the same task ARN and container name.
-pub fn endpoint_id(task_arn: &str, container_name: &str) -> String {
-    let task_id: String = spec::task_id(task_arn)
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(64)
-        .collect();
-    // FNV-1a: stable across Rust versions and platforms, unlike std's hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in task_arn
-        .bytes()
-        .chain(std::iter::once(0))
-        .chain(container_name.bytes())
-    {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+/// Where the key of endpoint ids is kept, in the agent's data directory.
+pub const KEY_FILE: &str = "metadata-key";
+
+/// The agent's secret for endpoint ids: 64 random bytes, generated once per
+/// agent and kept in `<data-dir>/metadata-key` (mode 0600), so the id of a
+/// container stays valid across agent restarts (a container keeps its
+/// environment). Without the key, nobody can derive another task's id from
+/// its ARN.
+#[derive(Clone)]
+pub struct EndpointKey([u8; 64]);
+
+impl std::fmt::Debug for EndpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndpointKey(..)")
     }
-    if task_id.is_empty() {
-        format!("{hash:016x}")
-    } else {
-        format!("{task_id}-{hash:016x}")
+}
+
+impl EndpointKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        Self(bytes)
     }
+
+    /// A key with these bytes (tests).
+    pub fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key kept in `dir` (see [`KEY_FILE`]), created there (mode 0600)
+    /// when absent. A file that does not hold a key is replaced: the ids
+    /// of earlier containers stop answering, which fails closed.
+    pub fn load_or_create(dir: &std::path::Path) -> Result<Self, MetadataError> {
+        let path = dir.join(KEY_FILE);
+        let io = |source| MetadataError::Key {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                if let Some(key) = Self::parse(text.trim()) {
+                    return Ok(key);
+                }
+                tracing::warn!(path = %path.display(), "task metadata key file is malformed; replacing it");
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io(err)),
+        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let key = Self::generate();
+        let text: String = key.0.iter().map(|b| format!("{b:02x}")).collect();
+        // Written whole under a temporary name, then renamed: a crash never
+        // leaves half a key.
+        let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(key)
+    }
+
+    fn parse(hex: &str) -> Option<Self> {
+        if hex.len() != 128 || !hex.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 64];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+
+    /// The id of a container's metadata endpoint: `<task id>-<32 hex
+    /// digits>`, the digits an HMAC-SHA256 of the task ARN and container
+    /// name under this key. URL-safe; the same for the same key, task and
+    /// container; unguessable without the key.
+    pub fn endpoint_id(&self, task_arn: &str, container_name: &str) -> String {
+        use hmac::Mac as _;
+        let task_id: String = spec::task_id(task_arn)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(64)
+            .collect();
+        // The key is exactly SHA-256's block size, so it is used as it is
+        // and the constructor has no failure case.
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new(&self.0.into());
+        mac.update(task_arn.as_bytes());
+        mac.update(&[0]);
+        mac.update(container_name.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        if task_id.is_empty() {
+            hash
+        } else {
+            format!("{task_id}-{hash}")
+        }
+    }
+}
+
+/// Where the containers of this host reach the endpoint, and the key of
+/// their ids: what [`crate::spec`] needs to give a container its URI.
+#[derive(Clone, Debug)]
+pub struct MetadataEndpoint {
+    /// `http://<address>:<port>`, e.g. `http://172.17.0.1:51679`.
+    pub base_uri: String,
+    pub key: EndpointKey,
 }
 
 /// A network a container is attached to.
@@ -182,6 +280,7 @@ struct Inner {
     tasks: HashMap<String, TaskEntry>,
     /// Endpoint id to (task ARN, container name).
     ids: HashMap<String, (String, String)>,
+    key: EndpointKey,
 }
 
 /// What the metadata server knows: this host and the tasks on it. Cheap to
@@ -198,6 +297,7 @@ impl MetadataState {
         cluster: impl Into<String>,
         container_instance_arn: impl Into<String>,
         availability_zone: Option<String>,
+        key: EndpointKey,
     ) -> Self {
         Self {
             inner: Arc::new(RwLock::new(Inner {
@@ -207,6 +307,7 @@ impl MetadataState {
                 container_instance_tags: BTreeMap::new(),
                 tasks: HashMap::new(),
                 ids: HashMap::new(),
+                key,
             })),
         }
     }
@@ -256,9 +357,8 @@ impl MetadataState {
             .flatten()
             .filter_map(|c| c.name.clone())
         {
-            inner
-                .ids
-                .insert(endpoint_id(&arn, &name), (arn.clone(), name));
+            let id = inner.key.endpoint_id(&arn, &name);
+            inner.ids.insert(id, (arn.clone(), name));
         }
         inner.tasks.insert(
             arn,
@@ -283,6 +383,25 @@ impl MetadataState {
         inner.tasks.retain(|arn, _| keep(arn));
         let Inner { tasks, ids, .. } = &mut *inner;
         ids.retain(|_, (arn, _)| tasks.contains_key(arn));
+    }
+
+    /// Whether a request from `peer` may read endpoint `id`: not when
+    /// `peer` is the address of a container of another task on this host.
+    /// (The id is the secret; this is a second wall. Requests from the
+    /// host itself, from the task's own containers, and from addresses not
+    /// yet known pass.)
+    pub fn may_read(&self, id: &str, peer: IpAddr) -> bool {
+        let inner = self.inner.read();
+        let Some((entry, _)) = inner.lookup(id) else {
+            return true;
+        };
+        let peer = peer.to_canonical().to_string();
+        let owner = inner.tasks.values().find(|t| {
+            t.containers
+                .iter()
+                .any(|c| c.networks.iter().any(|n| n.ipv4_addresses.contains(&peer)))
+        });
+        owner.is_none_or(|t| t.arn() == entry.arn())
     }
 
     /// The ARNs of the tasks known.
@@ -735,21 +854,42 @@ fn unknown(id: &str) -> Response {
     )
 }
 
-async fn container_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn container_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     match app.state.container_document(&id) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
     }
 }
 
-async fn task_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn task_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     match app.state.task_document(&id, false) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
     }
 }
 
-async fn task_with_tags_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn task_with_tags_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     match app.state.task_document(&id, true) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
@@ -765,7 +905,14 @@ async fn sample(
     Ok(stats_document(&stats, docker_id, docker_name))
 }
 
-async fn container_stats_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn container_stats_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     let Some(targets) = app.state.docker_ids(&id) else {
         return unknown(&id);
     };
@@ -794,7 +941,14 @@ async fn container_stats_handler(State(app): State<App>, Path(id): Path<String>)
     }
 }
 
-async fn task_stats_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
+async fn task_stats_handler(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
     let Some(targets) = app.state.docker_ids(&id) else {
         return unknown(&id);
     };
@@ -863,10 +1017,13 @@ where
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(addr = %addr, "serving task metadata");
     }
-    axum::serve(listener, router(state, runtime))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(MetadataError::Serve)
+    axum::serve(
+        listener,
+        router(state, runtime).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(MetadataError::Serve)
 }
 
 /// A bound metadata listener and the base URI containers reach it at.
@@ -936,6 +1093,151 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const TASK_ARN: &str = "arn:aws:ecs:us-east-1:000000000000:task/default/0123456789abcdef";
+
+    fn key() -> EndpointKey {
+        EndpointKey::from_bytes([42; 64])
+    }
+
+    fn endpoint_id(task_arn: &str, container_name: &str) -> String {
+        key().endpoint_id(task_arn, container_name)
+    }
+
+    /// The id the endpoint had before it was keyed: FNV-1a of the task ARN
+    /// and the container name, which anyone who knows the ARN can compute.
+    fn unkeyed_id(task_arn: &str, container_name: &str) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in task_arn
+            .bytes()
+            .chain(std::iter::once(0))
+            .chain(container_name.bytes())
+        {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{}-{hash:016x}", spec::task_id(task_arn))
+    }
+
+    #[test]
+    fn ids_depend_on_the_key_and_cannot_be_derived_from_the_arn() {
+        let other = EndpointKey::from_bytes([43; 64]);
+        assert_ne!(
+            key().endpoint_id(TASK_ARN, "app"),
+            other.endpoint_id(TASK_ARN, "app")
+        );
+        let state = state_with_task();
+        // What a container that knows the ARN could compute answers nothing.
+        for id in [
+            unkeyed_id(TASK_ARN, "app"),
+            other.endpoint_id(TASK_ARN, "app"),
+            spec::task_id(TASK_ARN).to_string(),
+        ] {
+            assert!(state.task_document(&id, false).is_none(), "{id}");
+            assert!(state.container_document(&id).is_none(), "{id}");
+            assert!(state.docker_ids(&id).is_none(), "{id}");
+        }
+        assert!(state
+            .task_document(&endpoint_id(TASK_ARN, "app"), false)
+            .is_some());
+    }
+
+    #[test]
+    fn an_id_answers_for_its_own_task_and_container_only() {
+        let state = state_with_task();
+        let (mut other, td) = fixture();
+        let other_arn = TASK_ARN.replace("0123456789abcdef", "fedcba9876543210");
+        other.task_arn = Some(other_arn.clone());
+        state.set_task(&other, &Arc::new(td), Vec::new());
+        let mine = endpoint_id(TASK_ARN, "app");
+        let theirs = endpoint_id(&other_arn, "app");
+        assert_eq!(
+            state.task_document(&mine, false).unwrap()["TaskARN"],
+            TASK_ARN
+        );
+        assert_eq!(
+            state.task_document(&theirs, false).unwrap()["TaskARN"],
+            other_arn.as_str()
+        );
+        assert_eq!(
+            state.container_document(&mine).unwrap()["DockerId"],
+            "d0c4e7"
+        );
+        assert_eq!(state.container_document(&theirs).unwrap()["DockerId"], "");
+        let sidecar = endpoint_id(TASK_ARN, "sidecar");
+        assert_eq!(
+            state.container_document(&sidecar).unwrap()["Name"],
+            "sidecar"
+        );
+    }
+
+    #[test]
+    fn a_container_of_another_task_is_refused_even_with_the_id() {
+        let state = state_with_task();
+        let (mut other, td) = fixture();
+        let other_arn = TASK_ARN.replace("0123456789abcdef", "fedcba9876543210");
+        other.task_arn = Some(other_arn.clone());
+        let mut theirs = app_state();
+        theirs.id = ContainerId("0th3r".into());
+        theirs.ip_address = Some("172.17.0.9".into());
+        theirs
+            .labels
+            .insert(labels::TASK_ARN.into(), other_arn.clone());
+        state.set_task(
+            &other,
+            &Arc::new(td),
+            vec![ContainerRuntimeInfo::from_state("app", &theirs)],
+        );
+        let mine = endpoint_id(TASK_ARN, "app");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Its own container (172.17.0.5), the host, an unknown address.
+        for peer in ["172.17.0.5", "172.17.0.1", "127.0.0.1", "10.1.2.3"] {
+            assert!(state.may_read(&mine, ip(peer)), "{peer}");
+        }
+        assert!(!state.may_read(&mine, ip("172.17.0.9")));
+        assert!(!state.may_read(&mine, ip("::ffff:172.17.0.9")));
+        assert!(state.may_read(&endpoint_id(&other_arn, "app"), ip("172.17.0.9")));
+    }
+
+    #[test]
+    fn the_key_is_kept_private_and_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!(
+            "berth-metadata-key-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let first = EndpointKey::load_or_create(&dir).unwrap();
+        let again = EndpointKey::load_or_create(&dir).unwrap();
+        assert_eq!(
+            first.endpoint_id(TASK_ARN, "app"),
+            again.endpoint_id(TASK_ARN, "app")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(format!("{first:?}"), "EndpointKey(..)");
+        // Another agent (another data directory) has another key.
+        let elsewhere = EndpointKey::load_or_create(&dir.join("other")).unwrap();
+        assert_ne!(
+            first.endpoint_id(TASK_ARN, "app"),
+            elsewhere.endpoint_id(TASK_ARN, "app")
+        );
+        // A damaged file is replaced rather than trusted.
+        std::fs::write(dir.join(KEY_FILE), "not a key").unwrap();
+        let replaced = EndpointKey::load_or_create(&dir).unwrap();
+        assert_ne!(
+            first.endpoint_id(TASK_ARN, "app"),
+            replaced.endpoint_id(TASK_ARN, "app")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn fixture() -> (Task, TaskDefinition) {
         let td = TaskDefinition {
@@ -1053,6 +1355,7 @@ mod tests {
             "default",
             "arn:aws:ecs:us-east-1:000000000000:container-instance/default/i1",
             Some("zone-of-host".into()),
+            key(),
         );
         let states = [app_state()];
         let mut infos = runtime_infos_by_task(states.iter());
@@ -1142,7 +1445,7 @@ mod tests {
         exited.status = ContainerStatus::Exited;
         exited.exit_code = Some(3);
         exited.finished_millis = Some(1_700_000_010_000);
-        let state = MetadataState::new("default", "ci", None);
+        let state = MetadataState::new("default", "ci", None, key());
         state.set_task(
             &task,
             &Arc::new(td),
@@ -1205,7 +1508,7 @@ mod tests {
             memory: None,
             ..td
         };
-        let state = MetadataState::new("default", "ci", Some("zone-of-host".into()));
+        let state = MetadataState::new("default", "ci", Some("zone-of-host".into()), key());
         state.set_task(&task, &Arc::new(td), Vec::new());
         let doc = state
             .task_document(&endpoint_id(TASK_ARN, "app"), false)
@@ -1273,7 +1576,7 @@ mod tests {
             cluster: "default".into(),
             container_instance_arn: "ci".into(),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            metadata_uri_base: None,
+            metadata: None,
         };
         let spec = spec::container_spec(&host, &task, &td, "app").unwrap();
         runtime.ensure_image(&spec.image, None).await.unwrap();
@@ -1281,7 +1584,7 @@ mod tests {
         runtime.start(&docker_id).await.unwrap();
         let inspected = runtime.inspect(&docker_id).await.unwrap();
 
-        let state = MetadataState::new("default", "ci", None);
+        let state = MetadataState::new("default", "ci", None, key());
         let mut infos = runtime_infos_by_task([&inspected]);
         state.set_task(&task, &Arc::new(td), infos.remove(TASK_ARN).unwrap());
 

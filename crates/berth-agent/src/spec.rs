@@ -24,10 +24,10 @@ pub struct HostSettings {
     pub container_instance_arn: String,
     /// The address host ports are bound on.
     pub bind_ip: IpAddr,
-    /// Where containers reach the task metadata endpoint, e.g.
-    /// `http://172.17.0.1:51679` (see [`crate::metadata::bind`]); `None`
-    /// when the agent serves no metadata.
-    pub metadata_uri_base: Option<String>,
+    /// Where containers reach the task metadata endpoint (see
+    /// [`crate::metadata::bind`]) and the key of their ids; `None` when the
+    /// agent serves no metadata.
+    pub metadata: Option<crate::metadata::MetadataEndpoint>,
 }
 
 /// Why a container could not be described to the runtime.
@@ -122,9 +122,9 @@ pub fn container_spec(
     }
 
     // ECS sets these itself: after the user's, so the agent's values win.
-    if let Some(base) = &host.metadata_uri_base {
-        let base = base.trim_end_matches('/');
-        let id = crate::metadata::endpoint_id(&task_arn, name);
+    if let Some(endpoint) = &host.metadata {
+        let base = endpoint.base_uri.trim_end_matches('/');
+        let id = endpoint.key.endpoint_id(&task_arn, name);
         env.push((
             "ECS_CONTAINER_METADATA_URI_V4".to_string(),
             format!("{base}/v4/{id}"),
@@ -346,7 +346,10 @@ mod tests {
             cluster: "default".into(),
             container_instance_arn: "ci".into(),
             bind_ip: IpAddr::from([127, 0, 0, 1]),
-            metadata_uri_base: base.map(str::to_string),
+            metadata: base.map(|b| crate::metadata::MetadataEndpoint {
+                base_uri: b.to_string(),
+                key: crate::metadata::EndpointKey::from_bytes([7; 64]),
+            }),
         }
     }
 
@@ -355,7 +358,7 @@ mod tests {
         let (task, td) = fixture();
         let spec =
             container_spec(&host(Some("http://172.17.0.1:51679/")), &task, &td, "app").unwrap();
-        let id = crate::metadata::endpoint_id(TASK_ARN, "app");
+        let id = crate::metadata::EndpointKey::from_bytes([7; 64]).endpoint_id(TASK_ARN, "app");
         let names: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,

@@ -280,6 +280,30 @@ pub(crate) fn register(
             None => (1, now, Vec::new()),
         };
         existing_tags = crate::tags::merge_tags(&existing_tags, &tags);
+        // A re-registration (an agent restarting, or reporting new
+        // resources such as host ports it cannot use) replaces what the
+        // agent reports: resources, version, the ecs.* and berth.*
+        // attributes. What was set on the instance through the API stays:
+        // DRAINING, and custom attributes the request does not name.
+        let (status, status_reason) = match &current {
+            Some(s) if s.instance.status.as_deref() == Some("DRAINING") => {
+                (s.instance.status.clone(), s.instance.status_reason.clone())
+            }
+            _ => (Some("ACTIVE".into()), None),
+        };
+        let mut attributes = attributes.clone();
+        if let Some(s) = &current {
+            let kept: Vec<Attribute> = s
+                .instance
+                .attributes
+                .iter()
+                .flatten()
+                .filter(|a| !is_builtin(&a.name) && !a.name.starts_with("berth."))
+                .filter(|a| !attributes.iter().any(|n| n.name == a.name))
+                .cloned()
+                .collect();
+            attributes.extend(kept);
+        }
         let instance = ContainerInstance {
             container_instance_arn: Some(arn.clone()),
             ec2_instance_id: Some(ec2_instance_id(
@@ -291,13 +315,13 @@ pub(crate) fn register(
             version_info: req.version_info.clone(),
             remaining_resources: Some(resources.clone()),
             registered_resources: Some(resources.clone()),
-            status: Some("ACTIVE".into()),
-            status_reason: None,
+            status,
+            status_reason,
             agent_connected: Some(true),
             running_tasks_count: Some(0),
             pending_tasks_count: Some(0),
             agent_update_status: None,
-            attributes: Some(attributes.clone()),
+            attributes: Some(attributes),
             registered_at: Some(registered_at),
             attachments: Some(Vec::new()),
             tags: Some(existing_tags),

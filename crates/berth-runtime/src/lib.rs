@@ -10,10 +10,12 @@
 //! The types ([`ContainerSpec`], [`ContainerState`], ...) are Berth's own,
 //! not ECS JSON; the agent translates between the two. [`labels`] names the
 //! Docker labels that let a restarted agent find its containers again.
+//! [`HostPorts`] says which TCP ports something on the host listens on.
 
 mod clock;
 mod docker;
 mod error;
+mod host_ports;
 mod image_ref;
 pub mod labels;
 mod runtime;
@@ -23,6 +25,7 @@ mod types;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use docker::DockerRuntime;
 pub use error::{Result, RuntimeError};
+pub use host_ports::{listening_ports, FixedHostPorts, HostPorts, NoHostPorts, ProcNetTcp};
 pub use image_ref::ImageRef;
 pub use labels::LabelFilter;
 pub use runtime::{ContainerRuntime, EventStream};

@@ -57,6 +57,24 @@ struct UpArgs {
     /// `docker`, or `simulated`.
     #[arg(long, default_value = "docker")]
     runtime: String,
+    #[command(flatten)]
+    host: AgentHostArgs,
+}
+
+/// What `berth agent` and `berth up` both let the local agent be told.
+#[derive(Args, Debug)]
+struct AgentHostArgs {
+    /// The cluster to join (`berth up` creates it).
+    #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// Port of the task metadata endpoint containers reach through
+    /// `ECS_CONTAINER_METADATA_URI_V4` (0 picks a free one).
+    #[arg(long, env = "BERTH_METADATA_PORT", default_value_t = berth_agent::metadata::DEFAULT_PORT)]
+    metadata_port: u16,
+    /// The range dynamic host ports are drawn from, `first-last`
+    /// (default 49153-65535).
+    #[arg(long, env = "BERTH_DYNAMIC_HOST_PORT_RANGE", value_parser = parse_port_range)]
+    dynamic_host_port_range: Option<(u16, u16)>,
 }
 
 #[derive(Args, Debug)]
@@ -64,9 +82,8 @@ struct AgentArgs {
     /// The control plane's edge URL.
     #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:9480")]
     server: String,
-    /// The cluster to join.
-    #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
-    cluster: String,
+    #[command(flatten)]
+    host: AgentHostArgs,
     /// A custom attribute, `key=value`; repeatable.
     #[arg(long = "attribute")]
     attributes: Vec<String>,
@@ -96,14 +113,6 @@ struct AgentArgs {
     /// Seconds an exited container of a finished task is kept.
     #[arg(long, default_value_t = 3 * 60 * 60)]
     cleanup_delay_secs: u64,
-    /// Port of the task metadata endpoint containers reach through
-    /// `ECS_CONTAINER_METADATA_URI_V4` (0 picks a free one).
-    #[arg(long, env = "BERTH_METADATA_PORT", default_value_t = berth_agent::metadata::DEFAULT_PORT)]
-    metadata_port: u16,
-    /// The range dynamic host ports are drawn from, `first-last`
-    /// (default 49153-65535).
-    #[arg(long, env = "BERTH_DYNAMIC_HOST_PORT_RANGE", value_parser = parse_port_range)]
-    dynamic_host_port_range: Option<(u16, u16)>,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     region: String,
 }
@@ -165,6 +174,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -180,6 +191,8 @@ struct ServerParts {
     root: RootCredentials,
     /// The keys the edge accepts, for the registry's tokens.
     credentials: Credentials,
+    /// Where the root credentials came from.
+    source: Source,
     edge: Arc<Edge>,
 }
 
@@ -228,6 +241,7 @@ fn prepare_server(args: &ServerArgs) -> anyhow::Result<ServerParts> {
         store,
         root,
         credentials,
+        source,
         edge,
     })
 }
@@ -242,7 +256,7 @@ async fn run_server(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     // The registry needs the bound address: repository URIs carry it.
     // Its tokens are honoured while the key that got them exists: today
@@ -419,6 +433,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let parts = prepare_server(&args.server)?;
     let root = parts.root.clone();
+    let source = parts.source.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -431,7 +446,18 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             tokio::spawn(
                 async move { run_server(&server_args, parts, ready, shutdown_signal()).await },
             );
-        let local = bound.await.context("the server did not start")?;
+        let local = match bound.await {
+            Ok(local) => local,
+            // The server ended before it listened: its own error says why
+            // (e.g. which address is in use).
+            Err(_) => {
+                return match server.await {
+                    Ok(Err(err)) => Err(err),
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the server stopped before it listened")),
+                    Err(err) => Err(anyhow::Error::new(err).context("the server failed")),
+                }
+            }
+        };
         let endpoint = format!("http://{local}");
         let client = berth_agent::EcsClient::new(
             &endpoint,
@@ -443,13 +469,13 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         client
             .call(
                 "CreateCluster",
-                &serde_json::json!({"clusterName": "default"}),
+                &serde_json::json!({"clusterName": args.host.cluster}),
             )
             .await
-            .context("creating the default cluster")?;
+            .with_context(|| format!("creating cluster {}", args.host.cluster))?;
         let container_runtime = make_runtime(&args.runtime).await?;
         let config = berth_agent::AgentConfig {
-            cluster: "default".into(),
+            cluster: args.host.cluster.clone(),
             availability_zone: Some(args.availability_zone.clone()),
             instance_type: None,
             attributes: Vec::new(),
@@ -459,17 +485,25 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
             memory_reserve_mib: 256,
             cleanup_delay: std::time::Duration::from_secs(3 * 60 * 60),
             channel: Default::default(),
-            metadata_port: Some(berth_agent::metadata::DEFAULT_PORT),
-            dynamic_port_range: None,
+            metadata_port: Some(args.host.metadata_port),
+            dynamic_port_range: args.host.dynamic_host_port_range,
+            host_ports: host_ports(&args.runtime),
         };
         let agent = berth_agent::Agent::register(client, container_runtime, config).await?;
         println!("berth agent registered as {}", agent.instance_arn());
         println!();
         println!("Berth is up. To use it:");
-        println!(
-            "  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={region}",
-            root.access_key_id, root.secret_access_key
-        );
+        // Never the secret itself: this output often ends up in a log file.
+        match &source {
+            Source::File(path) | Source::Generated(path) => println!(
+                "  export AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE=berth AWS_DEFAULT_REGION={region}",
+                path.display()
+            ),
+            Source::Environment => println!(
+                "  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY=<the secret in BERTH_ROOT_SECRET_ACCESS_KEY> AWS_DEFAULT_REGION={region}",
+                root.access_key_id
+            ),
+        }
         println!("  aws --endpoint-url {endpoint} ecs list-container-instances");
         tokio::spawn(agent.run(shutdown_signal()));
         server.await.context("server task failed")?
@@ -487,6 +521,16 @@ async fn make_runtime(name: &str) -> anyhow::Result<Arc<dyn berth_runtime::Conta
     })
 }
 
+/// Where the agent learns which host ports are in use: this machine's
+/// sockets for Docker; none for simulated hosts, whose ports are not this
+/// machine's.
+fn host_ports(runtime: &str) -> Arc<dyn berth_runtime::HostPorts> {
+    match runtime {
+        "simulated" => Arc::new(berth_runtime::NoHostPorts),
+        _ => Arc::new(berth_runtime::ProcNetTcp),
+    }
+}
+
 fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let access_key = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID is not set")?;
     let secret_key =
@@ -500,7 +544,7 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         attributes.push((k.to_string(), v.to_string()));
     }
     let config = berth_agent::AgentConfig {
-        cluster: args.cluster.clone(),
+        cluster: args.host.cluster.clone(),
         availability_zone: args.availability_zone.clone(),
         instance_type: args.instance_type.clone(),
         attributes,
@@ -510,8 +554,9 @@ fn agent(args: AgentArgs) -> anyhow::Result<()> {
         memory_reserve_mib: 256,
         cleanup_delay: std::time::Duration::from_secs(args.cleanup_delay_secs),
         channel: Default::default(),
-        metadata_port: Some(args.metadata_port),
-        dynamic_port_range: args.dynamic_host_port_range,
+        metadata_port: Some(args.host.metadata_port),
+        dynamic_port_range: args.host.dynamic_host_port_range,
+        host_ports: host_ports(&args.runtime),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
