@@ -3,7 +3,8 @@
 //! on silence.
 //!
 //! - At most [`ServeOptions::max_connections`] connections are open at
-//!   once. When the cap is reached the listener stops accepting (the
+//!   once, upgraded ones (agent channels) included: a connection's slot
+//!   lives as long as its socket. When the cap is reached the listener stops accepting (the
 //!   kernel's backlog holds the next ones) and says so once in the log,
 //!   until a connection closes.
 //! - A request's head (request line and headers) must arrive within
@@ -13,8 +14,9 @@
 //! - A connection on which no byte moves either way for
 //!   [`ServeOptions::idle_timeout`] is closed, unless a request on it is
 //!   being answered (a handler at work is never cut; only an authenticated
-//!   request gets that far) or it was upgraded: an agent's websocket
-//!   channel has its own heartbeats and silence limit (see `channel`).
+//!   request gets that far). An upgraded connection leaves hyper, and
+//!   this watchdog, once upgraded: an agent's websocket channel has its own
+//!   heartbeats and silence limit (see `channel`).
 //!   A slow but steady upload moves bytes, so it is never idle.
 
 use std::future::Future;
@@ -91,10 +93,35 @@ impl Activity {
     }
 }
 
-/// A TCP stream that records when bytes last moved.
+/// A connection's place under the cap, and in the open-connections gauge,
+/// for as long as its socket lives: an upgraded connection (a websocket)
+/// leaves hyper but keeps its socket, and its place.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    edge: Arc<crate::Edge>,
+}
+
+impl Slot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, edge: Arc<crate::Edge>) -> Self {
+        edge.metrics.connections_open.inc();
+        Self {
+            _permit: permit,
+            edge,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.edge.metrics.connections_open.dec();
+    }
+}
+
+/// A TCP stream that records when bytes last moved, holding its slot.
 struct Tracked {
     stream: TcpStream,
     activity: Arc<Activity>,
+    _slot: Slot,
 }
 
 impl AsyncRead for Tracked {
@@ -267,14 +294,14 @@ async fn connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: tokio::sync::OwnedSemaphorePermit,
     edge: Arc<crate::Edge>,
 ) {
-    edge.metrics.connections_open.inc();
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         stream,
         activity: activity.clone(),
+        _slot: Slot::new(permit, edge),
     });
     let service_activity = activity.clone();
     let service =
@@ -318,5 +345,4 @@ async fn connection(
             }
         }
     }
-    edge.metrics.connections_open.dec();
 }
