@@ -704,6 +704,41 @@ mod tests {
         }
 
         #[test]
+        fn a_session_a_buffer_behind_is_ended_and_its_agent_starts_over() {
+            let (cp, store, _clock, arn) = plane(1 << 16);
+            cp.start_task_fanout().unwrap();
+            let mut session = cp.open_agent_session(&caller(), "c", &arn).unwrap();
+            // Nobody reads the session while more than its buffer arrives.
+            for i in 0..=SESSION_BUFFER {
+                put_task(&store, &format!("t{i:05}"), &arn);
+            }
+            // Wait until the watcher has handed out the last of them.
+            let last = store.revision().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while cp.inner.agents.routing.lock().applied < Some(last - 1) {
+                assert!(Instant::now() < deadline, "the watcher never caught up");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut received = 0;
+            loop {
+                match session.updates.try_recv() {
+                    Ok(_) => received += 1,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        assert!(Instant::now() < deadline, "the session was never ended");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            assert_eq!(received, SESSION_BUFFER);
+            assert_eq!(session.ended(), ENDED_LAGGING);
+            drop(session);
+            // Reconnecting, the agent gets everything in its snapshot.
+            let again = cp.open_agent_session(&caller(), "c", &arn).unwrap();
+            assert_eq!(again.snapshot.len(), SESSION_BUFFER + 1);
+        }
+
+        #[test]
         fn a_lagging_task_watch_relists_and_ends_the_sessions() {
             let (cp, store, _clock, arn) = plane(4);
             cp.start_task_fanout().unwrap();
