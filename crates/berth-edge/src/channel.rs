@@ -10,6 +10,14 @@
 //! from. A payload left unacknowledged for three heartbeats closes the
 //! connection: the agent reconnects and gets a full snapshot again, so a
 //! lost payload costs a reconnect, never a forgotten task.
+//!
+//! An instance has one channel: opening another ends the older one (the
+//! control plane ends its session, and this loop closes the socket with
+//! the reason). Every queue of a channel is bounded: the session's updates
+//! (ended when the channel falls that far behind), the worker's state
+//! changes and replies ([`WORK_QUEUE`]; past it the socket is not read
+//! until the worker catches up) and the payloads awaiting acknowledgement
+//! ([`MAX_UNACKED`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;

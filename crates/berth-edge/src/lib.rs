@@ -6,6 +6,11 @@
 //! (`berth-registry`), whose OCI Distribution API under `/v2/` is HTTP by
 //! nature: its router is merged in front of the SigV4 fallback, and ECR
 //! JSON calls reach it after SigV4 like ECS calls.
+//!
+//! A request's head is authenticated before its body is read (see
+//! [`Authenticator::precheck`]), and the body is then read only up to what
+//! its route may carry. The listener (`listener`) bounds connections and
+//! how long they may stay silent.
 
 pub mod auth;
 pub mod channel;
