@@ -15,9 +15,9 @@
 //! control plane ends its session, and this loop closes the socket with
 //! the reason). Every queue of a channel is bounded: the session's updates
 //! (ended when the channel falls that far behind), the worker's state
-//! changes and replies ([`WORK_QUEUE`]; past it the socket is not read
+//! changes and replies (`WORK_QUEUE`; past it the socket is not read
 //! until the worker catches up) and the payloads awaiting acknowledgement
-//! ([`MAX_UNACKED`]).
+//! (`MAX_UNACKED`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
