@@ -194,7 +194,7 @@ pub struct AgentSession {
     /// update with a `version` at or below it is no newer than what the
     /// snapshot holds and must not be sent after it.
     pub snapshot_revision: i64,
-    /// Bounded by [`SESSION_BUFFER`]; ends when the session is ended (see
+    /// Bounded by `SESSION_BUFFER`; ends when the session is ended (see
     /// [`AgentSession::ended`]).
     pub updates: mpsc::Receiver<Task>,
     id: u64,
