@@ -210,8 +210,49 @@ enum Outbound {
 pub struct Channel {
     known: Arc<Mutex<Known>>,
     wake: Arc<Notify>,
-    outbound: mpsc::UnboundedSender<Outbound>,
+    outbound: mpsc::Sender<Outbound>,
     settings: ChannelSettings,
+}
+
+/// State changes queued for the connection task; past this, a submit
+/// goes to the API instead.
+const OUTBOUND_QUEUE: usize = 256;
+
+/// State changes sent up and not yet acknowledged, at most this many.
+const MAX_PENDING: usize = 256;
+
+type Reply = oneshot::Sender<Result<(), CallError>>;
+
+/// The state changes sent up whose callers wait for their acknowledgement.
+/// A caller that stopped waiting (its ack timeout passed: it used the API
+/// instead) is forgotten at the next insert, so a control plane that never
+/// acknowledges cannot make the map grow; and at most [`MAX_PENDING`] wait
+/// at once.
+#[derive(Debug, Default)]
+struct Pending(HashMap<String, Reply>);
+
+impl Pending {
+    /// Records that `message_id` waits for its acknowledgement; false (and
+    /// `reply` dropped, so its caller uses the API) when full.
+    fn insert(&mut self, message_id: String, reply: Reply) -> bool {
+        self.0.retain(|_, r| !r.is_closed());
+        if self.0.len() >= MAX_PENDING {
+            return false;
+        }
+        self.0.insert(message_id, reply);
+        true
+    }
+
+    /// Hands `result` to whoever waits for `message_id`.
+    fn complete(&mut self, message_id: &str, result: Result<(), CallError>) {
+        if let Some(reply) = self.0.remove(message_id) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 impl std::fmt::Debug for Outbound {
@@ -232,7 +273,7 @@ impl Channel {
     ) -> Self {
         let known = Arc::new(Mutex::new(Known::default()));
         let wake = Arc::new(Notify::new());
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let channel = Self {
             known: known.clone(),
             wake: wake.clone(),
@@ -283,8 +324,9 @@ impl Channel {
             return None;
         }
         let (reply, answer) = oneshot::channel();
+        // A full queue means the channel is far behind: use the API.
         self.outbound
-            .send(Outbound::Submit {
+            .try_send(Outbound::Submit {
                 operation,
                 body: body.clone(),
                 reply,
@@ -330,7 +372,7 @@ async fn connection_loop(
     settings: ChannelSettings,
     known: Arc<Mutex<Known>>,
     wake: Arc<Notify>,
-    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    mut outbound: mpsc::Receiver<Outbound>,
 ) {
     let mut attempt: u32 = 0;
     loop {
@@ -389,7 +431,7 @@ async fn session(
     settings: &ChannelSettings,
     known: &Mutex<Known>,
     wake: &Notify,
-    outbound: &mut mpsc::UnboundedReceiver<Outbound>,
+    outbound: &mut mpsc::Receiver<Outbound>,
 ) -> Result<&'static str, SessionError> {
     let discovered = client
         .call(
@@ -426,7 +468,7 @@ async fn session(
         .mul_f64(rand::thread_rng().gen::<f64>());
     let idle = settings.idle_timeout + jitter;
     let mut last_heard = Instant::now();
-    let mut pending: HashMap<String, oneshot::Sender<Result<(), CallError>>> = HashMap::new();
+    let mut pending = Pending::default();
     let mut seq: u64 = 0;
     loop {
         let deadline = tokio::time::Instant::from_std(last_heard + idle);
@@ -453,15 +495,10 @@ async fn session(
                         let ack = Frame::HeartbeatAck(m);
                         ws.send(Message::Text(ack.to_text().into())).await?;
                     }
-                    Ok(Frame::StateChangeAck(m)) => {
-                        if let Some(reply) = pending.remove(&m.message_id) {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
+                    Ok(Frame::StateChangeAck(m)) => pending.complete(&m.message_id, Ok(())),
                     Ok(Frame::ErrorMessage(e)) => {
-                        if let Some(reply) = pending.remove(&e.message_id) {
-                            let _ = reply.send(Err(CallError::Api { code: e.error_type, message: e.message, status: 400 }));
-                        }
+                        let err = CallError::Api { code: e.error_type, message: e.message, status: 400 };
+                        pending.complete(&e.message_id, Err(err));
                     }
                     Ok(other) => tracing::debug!(frame = ?other, "unexpected frame from the control plane"),
                     Err(err) => tracing::debug!(error = %err, "undecodable frame from the control plane"),
@@ -473,13 +510,16 @@ async fn session(
                 };
                 seq += 1;
                 let message_id = format!("sc-{seq}");
-                let change = StateChange { message_id: message_id.clone(), body };
+                if !pending.insert(message_id.clone(), reply) {
+                    tracing::debug!(pending = pending.len(), "too many state changes unacknowledged; this one goes to the API");
+                    continue;
+                }
+                let change = StateChange { message_id, body };
                 let frame = match operation {
                     "SubmitContainerStateChange" => Frame::ContainerStateChange(change),
                     _ => Frame::TaskStateChange(change),
                 };
                 ws.send(Message::Text(frame.to_text().into())).await?;
-                pending.insert(message_id, reply);
             }
             _ = tokio::time::sleep_until(deadline) => {
                 return Ok("the control plane went silent");
@@ -499,6 +539,33 @@ mod tests {
             last_status: Some(status.into()),
             ..Task::default()
         }
+    }
+
+    #[test]
+    fn pending_forgets_callers_that_stopped_waiting_and_is_bounded() {
+        let mut pending = Pending::default();
+        // Callers that timed out (their receivers dropped) never pile up.
+        for i in 0..10 * MAX_PENDING {
+            let (reply, answer) = oneshot::channel();
+            drop(answer);
+            assert!(pending.insert(format!("gone-{i}"), reply));
+        }
+        assert_eq!(pending.len(), 1);
+        // Callers still waiting are kept, up to the bound.
+        let mut waiting = Vec::new();
+        let mut refused = 0;
+        for i in 0..MAX_PENDING + 10 {
+            let (reply, answer) = oneshot::channel();
+            if pending.insert(format!("w-{i}"), reply) {
+                waiting.push(answer);
+            } else {
+                refused += 1;
+            }
+        }
+        assert_eq!(pending.len(), MAX_PENDING);
+        assert_eq!(refused, 10);
+        pending.complete("w-0", Ok(()));
+        assert!(matches!(waiting[0].try_recv(), Ok(Ok(()))));
     }
 
     #[test]

@@ -15,6 +15,19 @@
 //! snapshot, once from the watcher) carries the same store revision in
 //! `Task::version`, which is how the agent keeps the newest copy.
 //!
+//! An instance has at most one session: a channel opening for an instance
+//! that has one ends the older (the newest wins; the agent behind the older
+//! one, if alive, reconnects), so liveness follows the live channel and a
+//! stale or forged second channel cannot keep a dead agent "connected".
+//!
+//! Queues are bounded. A session buffers at most [`SESSION_BUFFER`] task
+//! versions; one that falls that far behind is ended, and its agent
+//! reconnects for a full snapshot. The store watch is bounded too
+//! (`berth_store::StoreError::WatchLagged`): when the watcher falls behind
+//! it re-lists the tasks, rebuilds its indexes, ends every session (they
+//! may have missed versions; their agents reconnect for full snapshots) and
+//! watches again from the re-listed revision.
+//!
 //! Liveness is decided by [`liveness`], a pure function of the instances,
 //! the times they were last heard from and `now`: an instance whose agent
 //! has not been heard from for the timeout has `agentConnected` set false,
@@ -22,11 +35,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use berth_model::container_instance::ContainerInstance;
 use berth_model::task::Task;
 use berth_model::ApiError;
-use berth_store::EventKind;
+use berth_store::{EventKind, StoreError, Watch};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -37,13 +51,35 @@ use crate::state::{self, put_op, read_modify_write, scan, Change};
 use crate::tasks::StoredTask;
 use crate::{keys, ControlPlane, Cx};
 
-/// The open sessions of one instance: id and where its updates go.
-type Subscribers = Vec<(u64, mpsc::UnboundedSender<Task>)>;
+/// Task versions a session may leave unsent before it is ended.
+pub const SESSION_BUFFER: usize = 4096;
+
+/// Why sessions end, as the edge logs it.
+pub const ENDED_SUPERSEDED: &str = "a newer channel for the instance opened";
+pub const ENDED_LAGGING: &str = "the channel fell too far behind its updates";
+pub const ENDED_RELISTED: &str = "the task watcher re-listed the tasks";
+pub const ENDED_CLOSING: &str = "the control plane is closing";
+
+/// The open session of one instance: its id, where its updates go, and
+/// where the reason it was ended is left for it.
+#[derive(Debug)]
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Task>,
+    ended: Arc<OnceLock<&'static str>>,
+}
+
+impl Subscriber {
+    /// Ends the session (its updates stream ends once drained).
+    fn end(self, reason: &'static str) {
+        let _ = self.ended.set(reason);
+    }
+}
 
 /// Who receives a task's new versions, and which tasks each instance has.
 #[derive(Debug, Default)]
 struct Routing {
-    sessions: HashMap<String, Subscribers>,
+    sessions: HashMap<String, Subscriber>,
     /// Instance ARN to the store keys of its unfinished tasks, kept by the
     /// task watcher.
     index: HashMap<String, HashSet<String>>,
@@ -113,8 +149,22 @@ impl AgentHub {
         if live {
             routing.index(key, &instance);
         }
-        if let Some(list) = routing.sessions.get_mut(&instance) {
-            list.retain(|(_, tx)| tx.send(task.clone()).is_ok());
+        let full = match routing.sessions.get(&instance) {
+            Some(sub) => match sub.tx.try_send(task) {
+                Ok(()) => false,
+                Err(mpsc::error::TrySendError::Full(_)) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    routing.sessions.remove(&instance);
+                    false
+                }
+            },
+            None => false,
+        };
+        if full {
+            if let Some(sub) = routing.sessions.remove(&instance) {
+                tracing::warn!(container_instance = %instance, buffer = SESSION_BUFFER, "agent session fell behind its updates and was ended");
+                sub.end(ENDED_LAGGING);
+            }
         }
     }
 
@@ -127,7 +177,7 @@ impl AgentHub {
             .lock()
             .sessions
             .get(instance_arn)
-            .is_some_and(|l| !l.is_empty())
+            .is_some_and(|s| !s.tx.is_closed())
     }
 }
 
@@ -144,19 +194,31 @@ pub struct AgentSession {
     /// update with a `version` at or below it is no newer than what the
     /// snapshot holds and must not be sent after it.
     pub snapshot_revision: i64,
-    pub updates: mpsc::UnboundedReceiver<Task>,
+    /// Bounded by `SESSION_BUFFER`; ends when the session is ended (see
+    /// [`AgentSession::ended`]).
+    pub updates: mpsc::Receiver<Task>,
     id: u64,
+    ended: Arc<OnceLock<&'static str>>,
     control: ControlPlane,
+}
+
+impl AgentSession {
+    /// Why the session was ended, once its `updates` have ended.
+    pub fn ended(&self) -> &'static str {
+        self.ended.get().copied().unwrap_or(ENDED_CLOSING)
+    }
 }
 
 impl Drop for AgentSession {
     fn drop(&mut self) {
         let mut routing = self.control.inner.agents.routing.lock();
-        if let Some(list) = routing.sessions.get_mut(&self.container_instance_arn) {
-            list.retain(|(id, _)| *id != self.id);
-            if list.is_empty() {
-                routing.sessions.remove(&self.container_instance_arn);
-            }
+        // Only this session's own entry: a newer one may have replaced it.
+        if routing
+            .sessions
+            .get(&self.container_instance_arn)
+            .is_some_and(|s| s.id == self.id)
+        {
+            routing.sessions.remove(&self.container_instance_arn);
         }
     }
 }
@@ -291,18 +353,23 @@ impl ControlPlane {
             .clone()
             .unwrap_or_default();
         let hub = &self.inner.agents;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(SESSION_BUFFER);
         let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+        let ended = Arc::new(OnceLock::new());
         // Subscribe and read the index in one critical section with the
         // watcher's dispatch: what the index does not hold yet arrives as
-        // an update.
+        // an update. The newest channel wins: an older one is ended.
         let (indexed, applied) = {
             let mut routing = hub.routing.lock();
-            routing
-                .sessions
-                .entry(arn.clone())
-                .or_default()
-                .push((id, tx));
+            let newer = Subscriber {
+                id,
+                tx,
+                ended: ended.clone(),
+            };
+            if let Some(older) = routing.sessions.insert(arn.clone(), newer) {
+                tracing::info!(container_instance = %arn, "a newer agent channel replaces the open one");
+                older.end(ENDED_SUPERSEDED);
+            }
             let keys: Vec<String> = routing
                 .index
                 .get(&arn)
@@ -317,6 +384,7 @@ impl ControlPlane {
             snapshot_revision: 0,
             updates: rx,
             id,
+            ended,
             control: self.clone(),
         };
         hub.heard(&arn, cx.now());
@@ -412,61 +480,300 @@ impl ControlPlane {
 
     /// Starts the thread that hands every new version of a task to the
     /// channel of its instance's agent. It follows the store from its
-    /// current revision and ends when the store closes.
+    /// current revision, re-lists when it falls behind, and ends when the
+    /// store closes.
     pub fn start_task_fanout(&self) -> Result<std::thread::JoinHandle<()>, ApiError> {
-        let store = self.inner.store.clone();
-        let after = store.revision().map_err(state::store_error)?;
-        let mut events = store
-            .watch("ecs/task/", after)
-            .map_err(state::store_error)?;
-        // Seed the index from the store as it is now (at `after` or later);
-        // the watch replays everything after `after` on top, which leaves
-        // every key as its newest version says.
-        let hub = &self.inner.agents;
-        let mut seed = Vec::new();
-        for kv in scan(store.as_ref(), "ecs/task/")? {
-            let t: StoredTask = state::decode(&kv)?;
-            if let Some(arn) = t.task.container_instance_arn.clone() {
-                if unfinished(&t.task) {
-                    hub.routing.lock().index(&kv.key, &arn);
-                }
-            }
-            seed.push((kv.mod_revision, t));
-        }
-        hub.routing.lock().applied = Some(after);
-        self.inner.tasks.seed(seed);
+        let mut events = self.list_and_watch_tasks()?;
         let control = self.clone();
         std::thread::Builder::new()
             .name("berth-task-fanout".into())
             .spawn(move || {
-                while let Some(event) = events.blocking_recv() {
-                    let agents = &control.inner.agents;
-                    let index = &control.inner.tasks;
-                    let revision = event.kv.mod_revision;
-                    if event.kind != EventKind::Put {
-                        index.apply(&event.kv.key, revision, None);
-                        agents.apply(&event.kv.key, revision, None);
-                        continue;
-                    }
-                    match serde_json::from_slice::<StoredTask>(&event.kv.value) {
-                        Ok(t) => {
-                            index.apply(&event.kv.key, revision, Some(&t));
-                            agents.apply(&event.kv.key, revision, Some(versioned(t, revision)))
+                loop {
+                    match events.blocking_recv() {
+                        Some(Ok(event)) => control.fan_out(event),
+                        Some(Err(err)) => {
+                            tracing::warn!(error = %err, "task watch ended: re-listing the tasks");
+                            match control.relist_tasks() {
+                                Some(again) => events = again,
+                                None => break,
+                            }
                         }
-                        Err(err) => {
-                            tracing::error!(key = %event.kv.key, error = %err, "undecodable task in the store")
-                        }
+                        None => break,
                     }
                 }
                 tracing::info!("task fan-out ended");
             })
             .map_err(|e| ApiError::server(format!("cannot start the task fan-out: {e}")))
     }
+
+    /// Re-lists after a lagging watch, retrying while the store fails;
+    /// `None` once the store is closed.
+    fn relist_tasks(&self) -> Option<Watch> {
+        loop {
+            match self.list_and_watch_tasks() {
+                Ok(events) => return Some(events),
+                Err(err)
+                    if self
+                        .inner
+                        .store
+                        .revision()
+                        .is_err_and(|e| matches!(e, StoreError::Closed)) =>
+                {
+                    tracing::info!(error = %err.message, "task fan-out ended");
+                    return None;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err.message, "re-listing the tasks failed; retrying");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Watches `ecs/task/` from the store's current revision and (re)builds
+    /// the instance index and the task index from a listing made at or
+    /// after it; the watch replays everything after it on top, which leaves
+    /// every key as its newest version says. Every open session is ended:
+    /// after a lag it may have missed versions, and its agent reconnects
+    /// for a full snapshot.
+    fn list_and_watch_tasks(&self) -> Result<Watch, ApiError> {
+        let store = self.inner.store.clone();
+        let after = store.revision().map_err(state::store_error)?;
+        let events = store
+            .watch("ecs/task/", after)
+            .map_err(state::store_error)?;
+        let hub = &self.inner.agents;
+        let mut seed = Vec::new();
+        let mut index: Vec<(String, String)> = Vec::new();
+        for kv in scan(store.as_ref(), "ecs/task/")? {
+            let t: StoredTask = state::decode(&kv)?;
+            if let Some(arn) = t.task.container_instance_arn.clone() {
+                if unfinished(&t.task) {
+                    index.push((kv.key.clone(), arn));
+                }
+            }
+            seed.push((kv.mod_revision, t));
+        }
+        let ended: Vec<Subscriber> = {
+            let mut routing = hub.routing.lock();
+            routing.index.clear();
+            routing.owner.clear();
+            for (key, arn) in &index {
+                routing.index(key, arn);
+            }
+            routing.applied = Some(after);
+            routing.sessions.drain().map(|(_, s)| s).collect()
+        };
+        if !ended.is_empty() {
+            tracing::info!(
+                sessions = ended.len(),
+                "agent sessions ended by the re-listing"
+            );
+        }
+        for s in ended {
+            s.end(ENDED_RELISTED);
+        }
+        self.inner.tasks.reseed(after, seed);
+        Ok(events)
+    }
+
+    /// Hands one watched change to the task index and the sessions.
+    fn fan_out(&self, event: berth_store::WatchEvent) {
+        let agents = &self.inner.agents;
+        let index = &self.inner.tasks;
+        let revision = event.kv.mod_revision;
+        if event.kind != EventKind::Put {
+            index.apply(&event.kv.key, revision, None);
+            agents.apply(&event.kv.key, revision, None);
+            return;
+        }
+        match serde_json::from_slice::<StoredTask>(&event.kv.value) {
+            Ok(t) => {
+                index.apply(&event.kv.key, revision, Some(&t));
+                agents.apply(&event.kv.key, revision, Some(versioned(t, revision)))
+            }
+            Err(err) => {
+                tracing::error!(key = %event.kv.key, error = %err, "undecodable task in the store")
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod sessions {
+        #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+
+        use berth_store::{MemoryStore, Op, Store, StoreOptions, Txn};
+        use tokio::sync::mpsc::error::TryRecvError;
+
+        use super::super::*;
+        use crate::{Caller, Config, ManualClock};
+
+        fn caller() -> Caller {
+            Caller::root("arn:aws:iam::000000000000:root", "AKID")
+        }
+
+        /// A control plane over a memory store whose watches buffer
+        /// `buffer` events, with cluster `c` and one instance.
+        fn plane(buffer: usize) -> (ControlPlane, Arc<MemoryStore>, Arc<ManualClock>, String) {
+            let store = Arc::new(MemoryStore::with_options(StoreOptions {
+                watch_buffer: buffer,
+                ..StoreOptions::default()
+            }));
+            let clock = Arc::new(ManualClock::new(1_000_000_000));
+            let cp = ControlPlane::new(store.clone(), Config::default(), clock.clone());
+            cp.ecs("CreateCluster", br#"{"clusterName":"c"}"#, &caller())
+                .unwrap();
+            let out = cp
+                .ecs(
+                    "RegisterContainerInstance",
+                    br#"{"cluster":"c","totalResources":[{"name":"CPU","type":"INTEGER","integerValue":1024},{"name":"MEMORY","type":"INTEGER","integerValue":1024}]}"#,
+                    &caller(),
+                )
+                .unwrap();
+            let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let arn = out["containerInstance"]["containerInstanceArn"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (cp, store, clock, arn)
+        }
+
+        fn put_task(store: &MemoryStore, id: &str, instance_arn: &str) {
+            let instance_id = instance_arn.rsplit('/').next().unwrap();
+            let t = StoredTask {
+                cluster: "c".into(),
+                id: id.into(),
+                instance_id: instance_id.into(),
+                family: "f".into(),
+                group: "family:f".into(),
+                resources: Default::default(),
+                tcp_ports: Vec::new(),
+                udp_ports: Vec::new(),
+                task: Task {
+                    task_arn: Some(format!("arn:aws:ecs:us-east-1:000000000000:task/c/{id}")),
+                    container_instance_arn: Some(instance_arn.into()),
+                    last_status: Some("PENDING".into()),
+                    desired_status: Some("RUNNING".into()),
+                    ..Task::default()
+                },
+            };
+            store
+                .txn(Txn {
+                    success: vec![Op::Put {
+                        key: keys::task("c", id),
+                        value: serde_json::to_vec(&t).unwrap(),
+                    }],
+                    ..Txn::default()
+                })
+                .unwrap();
+        }
+
+        #[test]
+        fn the_newest_channel_of_an_instance_wins_and_liveness_follows_it() {
+            let (cp, _store, clock, arn) = plane(64);
+            let mut older = cp.open_agent_session(&caller(), "c", &arn).unwrap();
+            let newer = cp.open_agent_session(&caller(), "c", &arn).unwrap();
+            assert!(
+                matches!(older.updates.try_recv(), Err(TryRecvError::Disconnected)),
+                "the older channel is ended"
+            );
+            assert_eq!(older.ended(), ENDED_SUPERSEDED);
+            clock.advance(60_000);
+            assert!(
+                cp.check_agents(30.0).unwrap().is_empty(),
+                "the newer is live"
+            );
+            // The newer dies; the ended older one (still held) keeps nothing alive.
+            drop(newer);
+            let verdicts = cp.check_agents(30.0).unwrap();
+            assert_eq!(
+                verdicts,
+                vec![Verdict {
+                    container_instance_arn: arn.clone(),
+                    connected: false
+                }]
+            );
+            drop(older);
+        }
+
+        #[test]
+        fn a_session_a_buffer_behind_is_ended_and_its_agent_starts_over() {
+            let (cp, store, _clock, arn) = plane(1 << 16);
+            cp.start_task_fanout().unwrap();
+            let mut session = cp.open_agent_session(&caller(), "c", &arn).unwrap();
+            // Nobody reads the session while more than its buffer arrives.
+            for i in 0..=SESSION_BUFFER {
+                put_task(&store, &format!("t{i:05}"), &arn);
+            }
+            // Wait until the watcher has handed out the last of them.
+            let last = store.revision().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while cp.inner.agents.routing.lock().applied < Some(last - 1) {
+                assert!(Instant::now() < deadline, "the watcher never caught up");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let mut received = 0;
+            loop {
+                match session.updates.try_recv() {
+                    Ok(_) => received += 1,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        assert!(Instant::now() < deadline, "the session was never ended");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            assert_eq!(received, SESSION_BUFFER);
+            assert_eq!(session.ended(), ENDED_LAGGING);
+            drop(session);
+            // Reconnecting, the agent gets everything in its snapshot.
+            let again = cp.open_agent_session(&caller(), "c", &arn).unwrap();
+            assert_eq!(again.snapshot.len(), SESSION_BUFFER + 1);
+        }
+
+        #[test]
+        fn a_lagging_task_watch_relists_and_ends_the_sessions() {
+            let (cp, store, _clock, arn) = plane(4);
+            cp.start_task_fanout().unwrap();
+            let mut session = cp.open_agent_session(&caller(), "c", &arn).unwrap();
+            {
+                // Stall the watcher while more than its buffer is written.
+                let _stalled = cp.inner.agents.routing.lock();
+                for i in 0..20 {
+                    put_task(&store, &format!("t{i:02}"), &arn);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match session.updates.try_recv() {
+                    Ok(_) => {}
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        assert!(Instant::now() < deadline, "the session was never ended");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            assert_eq!(session.ended(), ENDED_RELISTED);
+            drop(session);
+            // The re-listed index serves the reconnecting agent every task,
+            // and the resumed watch delivers what comes next.
+            let mut again = cp.open_agent_session(&caller(), "c", &arn).unwrap();
+            assert_eq!(again.snapshot.len(), 20);
+            put_task(&store, "t99", &arn);
+            let next = again.updates.blocking_recv().unwrap();
+            assert_eq!(
+                next.task_arn.as_deref(),
+                Some("arn:aws:ecs:us-east-1:000000000000:task/c/t99")
+            );
+        }
+    }
 
     fn inst(
         arn: &str,

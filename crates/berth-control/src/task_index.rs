@@ -131,6 +131,25 @@ impl TaskIndex {
         inner.ready = true;
     }
 
+    /// Replaces the index with `tasks`, a re-listing of the store made at
+    /// or after revision `after` (the watcher's lag policy): entries the
+    /// listing lacks are forgotten unless written after `after` (a
+    /// write-through the watch will confirm).
+    pub(crate) fn reseed(&self, after: i64, tasks: Vec<(i64, StoredTask)>) {
+        let listed: std::collections::HashSet<(String, String)> = tasks
+            .iter()
+            .map(|(_, t)| (t.cluster.clone(), t.id.clone()))
+            .collect();
+        let mut inner = self.inner.lock();
+        for (cluster, held) in inner.clusters.iter_mut() {
+            held.retain(|id, (revision, _)| {
+                *revision > after || listed.contains(&(cluster.clone(), id.clone()))
+            });
+        }
+        drop(inner);
+        self.seed(tasks);
+    }
+
     /// The tasks of `cluster` that `keep` selects, in key (id) order, or
     /// `None` when the index is not seeded.
     pub(crate) fn select(

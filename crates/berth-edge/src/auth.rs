@@ -54,12 +54,66 @@ impl Authenticator {
         protocol: Protocol,
     ) -> Result<Caller, ApiError> {
         let payload = berth_sigv4::payload_sha256(body);
+        self.verify(method, uri, headers, &payload, service, protocol)
+            .map_err(|err| match err {
+                Refusal::Api(e) => e,
+                Refusal::Signature(e) => {
+                    tracing::debug!(error = %e, "request authentication failed");
+                    to_api_error(&e, protocol)
+                }
+            })
+    }
+
+    /// Checks everything of the request's signature that its head decides,
+    /// before a byte of its body is read: an `Authorization` header or
+    /// presigned query that parses, a known access key, a date within the
+    /// window, the scope's service and region, and, when the client declares
+    /// the body's hash (`x-amz-content-sha256`), the signature itself. Only a
+    /// signature that could still match once the body is hashed passes
+    /// undecided; [`Authenticator::authenticate`] decides it then.
+    pub fn precheck(
+        &self,
+        method: &str,
+        uri: &Uri,
+        headers: &HeaderMap,
+        service: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<(), ApiError> {
+        let declared = headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Without a declared hash, one no body has: the signature is then
+        // computed over it and can only mismatch, which is let through.
+        let payload = declared.unwrap_or(UNKNOWN_PAYLOAD);
+        match self.verify(method, uri, headers, payload, service, protocol) {
+            Ok(_) => Ok(()),
+            Err(Refusal::Signature(VerifyError::SignatureMismatch(_))) if declared.is_none() => {
+                Ok(())
+            }
+            Err(Refusal::Api(e)) => Err(e),
+            Err(Refusal::Signature(e)) => {
+                tracing::debug!(error = %e, "request refused before its body was read");
+                Err(to_api_error(&e, protocol))
+            }
+        }
+    }
+
+    fn verify(
+        &self,
+        method: &str,
+        uri: &Uri,
+        headers: &HeaderMap,
+        payload_sha256: &str,
+        service: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<Caller, Refusal> {
         let request = SignedRequest {
             method,
             path: uri.path(),
             query: uri.query(),
             headers,
-            payload_sha256: &payload,
+            payload_sha256,
             authority: uri.authority().map(|a| a.as_str()),
         };
         let options = VerifyOptions {
@@ -72,13 +126,13 @@ impl Authenticator {
                     Protocol::Json => ErrorCode::InvalidSignatureException,
                     Protocol::Query => ErrorCode::SignatureDoesNotMatch,
                 };
-                Err(ApiError::new(
+                Err(Refusal::Api(ApiError::new(
                     code,
                     format!(
                         "Credential should be scoped to a valid region, not '{}'.",
                         v.region
                     ),
-                ))
+                )))
             }
             Ok(v) => Ok(Caller {
                 instance: self
@@ -89,13 +143,20 @@ impl Authenticator {
                 principal_arn: v.principal,
                 access_key_id: v.access_key_id,
             }),
-            Err(err) => {
-                tracing::debug!(error = %err, "request authentication failed");
-                Err(to_api_error(&err, protocol))
-            }
+            Err(err) => Err(Refusal::Signature(err)),
         }
     }
 }
+
+/// Why a request was refused: its signature, or a check of the edge's own.
+enum Refusal {
+    Signature(VerifyError),
+    Api(ApiError),
+}
+
+/// A payload hash no body has (the SHA-256 of nothing is `e3b0…`), for
+/// checking a signature before the body is read.
+const UNKNOWN_PAYLOAD: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Maps a verification failure to the code AWS uses for it in `protocol`.
 pub fn to_api_error(err: &VerifyError, protocol: Protocol) -> ApiError {

@@ -10,6 +10,14 @@
 //! from. A payload left unacknowledged for three heartbeats closes the
 //! connection: the agent reconnects and gets a full snapshot again, so a
 //! lost payload costs a reconnect, never a forgotten task.
+//!
+//! An instance has one channel: opening another ends the older one (the
+//! control plane ends its session, and this loop closes the socket with
+//! the reason). Every queue of a channel is bounded: the session's updates
+//! (ended when the channel falls that far behind), the worker's state
+//! changes and replies (`WORK_QUEUE`; past it the socket is not read
+//! until the worker catches up) and the payloads awaiting acknowledgement
+//! (`MAX_UNACKED`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +34,14 @@ use berth_model::ApiError;
 use tokio::sync::mpsc;
 
 use crate::{auth, wire, Edge};
+
+/// State changes a channel queues for its worker (and replies the worker
+/// queues for the agent) before it stops reading the socket.
+const WORK_QUEUE: usize = 64;
+
+/// Payloads a channel keeps waiting for acknowledgement before it gives
+/// up on the agent (it reconnects for a full snapshot).
+const MAX_UNACKED: usize = 1024;
 
 /// Timing of agent channels.
 #[derive(Clone, Copy, Debug)]
@@ -184,16 +200,19 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
     unacked.insert(id, Instant::now());
     // State changes are applied in arrival order by one worker per
     // channel, so this loop keeps reading acks and heartbeats while the
-    // store is busy; their replies come back through `replies`.
-    let (work_tx, mut work_rx) = mpsc::unbounded_channel::<(&'static str, StateChange)>();
-    let (reply_tx, mut replies) = mpsc::unbounded_channel::<Frame>();
+    // store is busy; their replies come back through `replies`. Both
+    // queues are bounded: when the worker is `WORK_QUEUE` changes behind,
+    // this loop stops reading the socket until it catches up, so a
+    // flooding agent is slowed by TCP, not buffered.
+    let (work_tx, mut work_rx) = mpsc::channel::<(&'static str, StateChange)>(WORK_QUEUE);
+    let (reply_tx, mut replies) = mpsc::channel::<Frame>(WORK_QUEUE);
     let worker = {
         let edge = edge.clone();
         let caller = caller.clone();
         tokio::spawn(async move {
             while let Some((operation, change)) = work_rx.recv().await {
                 let reply = submit(&edge, &caller, operation, change).await;
-                if reply_tx.send(reply).is_err() {
+                if reply_tx.send(reply).await.is_err() {
                     break;
                 }
             }
@@ -207,7 +226,7 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
     let reason = loop {
         tokio::select! {
             update = session.updates.recv() => {
-                let Some(task) = update else { break "the control plane is closing" };
+                let Some(task) = update else { break session.ended() };
                 let mut tasks = vec![task];
                 while let Ok(t) = session.updates.try_recv() {
                     tasks.push(t);
@@ -234,8 +253,11 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
                     break "send failed";
                 }
                 unacked.insert(id, Instant::now());
+                if unacked.len() > MAX_UNACKED {
+                    break "too many payloads went unacknowledged";
+                }
             }
-            incoming = conn.socket.recv() => {
+            incoming = conn.socket.recv(), if work_tx.capacity() > 0 => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(_))) | None => break "the agent closed the channel",
@@ -257,11 +279,13 @@ async fn run(socket: WebSocket, edge: Arc<Edge>, caller: Caller, mut session: Ag
                         unacked.remove(&m.message_id);
                     }
                     Ok(Frame::HeartbeatAck(_)) => {}
+                    // There is room: this branch runs only then, and
+                    // only this loop sends.
                     Ok(Frame::TaskStateChange(change)) => {
-                        let _ = work_tx.send(("SubmitTaskStateChange", change));
+                        let _ = work_tx.try_send(("SubmitTaskStateChange", change));
                     }
                     Ok(Frame::ContainerStateChange(change)) => {
-                        let _ = work_tx.send(("SubmitContainerStateChange", change));
+                        let _ = work_tx.try_send(("SubmitContainerStateChange", change));
                     }
                     Ok(other) => {
                         tracing::debug!(container_instance = %instance, frame = ?other, "unexpected frame from an agent");

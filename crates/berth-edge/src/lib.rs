@@ -6,15 +6,20 @@
 //! (`berth-registry`), whose OCI Distribution API under `/v2/` is HTTP by
 //! nature: its router is merged in front of the SigV4 fallback, and ECR
 //! JSON calls reach it after SigV4 like ECS calls.
+//!
+//! A request's head is authenticated before its body is read (see
+//! [`Authenticator::precheck`]), and the body is then read only up to what
+//! its route may carry. The listener (`listener`) bounds connections and
+//! how long they may stay silent.
 
 pub mod auth;
 pub mod channel;
 pub mod credentials;
+pub mod listener;
 pub mod metrics;
 mod sts;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,13 +37,10 @@ pub use auth::Authenticator;
 /// The registry crate, re-exported so the binary can build one.
 pub use berth_registry as registry;
 pub use credentials::{Credentials, RootCredentials};
+pub use listener::ServeOptions;
 
 /// The JSON 1.1 target prefix of ECS.
 pub const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
-
-/// Largest request body accepted: ECR's UploadLayerPart carries up to
-/// 20 MiB, base64-encoded in JSON (ECS's own limits are far smaller).
-const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -77,8 +79,10 @@ pub fn router_with_registry(edge: Arc<Edge>, registry: Option<Arc<Registry>>) ->
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route(berth_model::channel::PATH, get(channel::handle))
+        // The fallback reads its body itself, within the limit of its route
+        // and only once the request's head has passed authentication.
         .fallback(api)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::disable())
         .with_state(App {
             edge,
             registry: registry.clone(),
@@ -95,7 +99,7 @@ pub async fn serve(
     edge: Arc<Edge>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_with_registry(listener, edge, None, shutdown).await
+    serve_with_registry(listener, edge, None, ServeOptions::default(), shutdown).await
 }
 
 /// Serves the edge, and the registry if given, until `shutdown` resolves.
@@ -103,14 +107,11 @@ pub async fn serve_with_registry(
     listener: tokio::net::TcpListener,
     edge: Arc<Edge>,
     registry: Option<Arc<Registry>>,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app =
-        router_with_registry(edge, registry).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let router = router_with_registry(edge.clone(), registry);
+    listener::serve(listener, router, options, edge, shutdown).await
 }
 
 async fn healthz() -> &'static str {
@@ -138,15 +139,102 @@ enum Route {
     Unknown(String),
 }
 
-fn route(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Route {
-    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
-        if let Some(op) = target.strip_prefix(berth_registry::ECR_TARGET_PREFIX) {
-            return Route::Ecr(op.to_string());
+/// What the head of a request says it is for, before its body is read: a
+/// JSON 1.1 target, or the query protocol (STS), or nothing known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    Ecs,
+    Ecr,
+    /// `Action` in the query string, or a form body that may carry it.
+    Query,
+    Unknown,
+}
+
+impl Head {
+    fn of<'h>(method: &Method, uri: &Uri, headers: &'h HeaderMap) -> (Head, Option<&'h str>) {
+        if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+            if let Some(op) = target.strip_prefix(berth_registry::ECR_TARGET_PREFIX) {
+                return (Head::Ecr, Some(op));
+            }
+            return match target.strip_prefix(ECS_TARGET_PREFIX) {
+                Some(op) => (Head::Ecs, Some(op)),
+                None => (Head::Unknown, None),
+            };
         }
-        return match target.strip_prefix(ECS_TARGET_PREFIX) {
-            Some(op) => Route::Ecs(op.to_string()),
-            None => Route::Unknown(target.to_string()),
-        };
+        let in_query = uri
+            .query()
+            .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "Action"));
+        let is_form = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        if in_query || (*method == Method::POST && is_form) {
+            (Head::Query, None)
+        } else {
+            (Head::Unknown, None)
+        }
+    }
+
+    /// The service label and signing name of the request.
+    fn service(self) -> &'static str {
+        match self {
+            Head::Ecs => "ecs",
+            Head::Ecr => "ecr",
+            Head::Query => "sts",
+            Head::Unknown => "unknown",
+        }
+    }
+
+    fn protocol(self) -> auth::Protocol {
+        match self {
+            Head::Query => auth::Protocol::Query,
+            _ => auth::Protocol::Json,
+        }
+    }
+
+    /// The most a request of this kind may send. ECS requests are JSON
+    /// documents whose largest, a task definition, ECS limits to 64 KiB;
+    /// ECR's UploadLayerPart carries up to 20 MiB base64-encoded (27 MiB)
+    /// and a manifest is at most 4 MiB; STS's are a few parameters.
+    fn body_limit(self, operation: Option<&str>) -> usize {
+        match (self, operation) {
+            (Head::Ecr, Some("UploadLayerPart")) => {
+                berth_registry::api::MAX_LAYER_PART.div_ceil(3) * 4 + 1024 * 1024
+            }
+            (Head::Ecr, _) => 8 * 1024 * 1024,
+            _ => MAX_API_BODY,
+        }
+    }
+}
+
+/// Largest body of an ECS or STS request: sixteen times ECS's 64 KiB
+/// limit on a task definition, the largest document ECS takes.
+const MAX_API_BODY: usize = 1024 * 1024;
+
+/// Bodies at least this large are hashed on the blocking pool, not on an
+/// async worker (hashing 27 MiB takes tens of milliseconds).
+const HASH_INLINE_MAX: usize = 64 * 1024;
+
+fn route(
+    head: Head,
+    target_op: Option<&str>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Route {
+    match head {
+        Head::Ecs => return Route::Ecs(target_op.unwrap_or_default().to_string()),
+        Head::Ecr => return Route::Ecr(target_op.unwrap_or_default().to_string()),
+        Head::Unknown => {
+            return Route::Unknown(
+                headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+        Head::Query => {}
     }
     // The query protocol: parameters in a form body (POST) or the query
     // string (GET, as presigned URLs use).
@@ -154,64 +242,133 @@ fn route(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Route 
     if let Some(q) = uri.query() {
         params.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
     }
-    let is_form = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if *method == Method::POST && is_form {
-        params.extend(form_urlencoded::parse(body).into_owned());
-    }
+    params.extend(form_urlencoded::parse(body).into_owned());
     if params.iter().any(|(k, _)| k == "Action") {
         return Route::Sts(params);
     }
     Route::Unknown(String::new())
 }
 
-async fn api(
-    State(app): State<App>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// Reads a request's body, refusing one longer than `limit` before reading
+/// it when it says so, else once it has sent more.
+async fn read_body(body: axum::body::Body, headers: &HeaderMap, limit: usize) -> Option<Bytes> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return None;
+    }
+    axum::body::to_bytes(body, limit).await.ok()
+}
+
+fn too_large(request_id: &str) -> Response {
+    let mut resp = (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        [(axum::http::header::CONTENT_TYPE, wire::JSON_CONTENT_TYPE)],
+        r#"{"message":"Request Entity Too Large"}"#,
+    )
+        .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    resp
+}
+
+async fn api(State(app): State<App>, request: axum::extract::Request) -> Response {
     let edge = app.edge;
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let route = route(&method, &uri, &headers, &body);
-    let (service, operation) = match &route {
-        Route::Ecs(op) => ("ecs", op.clone()),
-        Route::Ecr(op) => ("ecr", op.clone()),
-        Route::Sts(params) => (
-            "sts",
-            params
-                .iter()
-                .find(|(k, _)| k == "Action")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
-        ),
-        Route::Unknown(_) => ("unknown", String::new()),
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let (head, target_op) = Head::of(&method, &uri, &headers);
+    let service = head.service();
+    let signing_name = (head != Head::Unknown).then_some(service);
+    // What the head alone can tell is checked before the body is read, so
+    // an unauthenticated client never makes the server buffer its body.
+    let refused = |err: ApiError, edge: &Edge| {
+        let response = match head {
+            Head::Query => wire::xml_error(&err, &request_id),
+            _ => wire::json_error(&err, &request_id),
+        };
+        edge.metrics.observe(
+            service,
+            metrics::UNAUTHENTICATED,
+            err.code.as_str(),
+            started.elapsed().as_secs_f64(),
+        );
+        response
     };
-    let authenticated = edge.auth.authenticate(
+    if let Err(err) = edge.auth.precheck(
         method.as_str(),
         &uri,
         &headers,
-        &body,
-        if service == "unknown" {
-            None
-        } else {
-            Some(service)
-        },
-        if service == "sts" {
-            auth::Protocol::Query
-        } else {
-            auth::Protocol::Json
-        },
-    );
-    let (response, code) = match (route, authenticated) {
-        (Route::Sts(_), Err(err)) => (wire::xml_error(&err, &request_id), err.code.as_str()),
-        (_, Err(err)) => (wire::json_error(&err, &request_id), err.code.as_str()),
-        (Route::Ecs(op), Ok(caller)) => {
+        signing_name,
+        head.protocol(),
+    ) {
+        return refused(err, &edge);
+    }
+    let operation_label = metrics::operation_label(service, target_op.unwrap_or_default());
+    let Some(body) = read_body(body, &headers, head.body_limit(target_op)).await else {
+        edge.metrics.observe(
+            service,
+            operation_label,
+            "RequestEntityTooLarge",
+            started.elapsed().as_secs_f64(),
+        );
+        return too_large(&request_id);
+    };
+    let route = route(head, target_op, &uri, &headers, &body);
+    let operation = match &route {
+        Route::Sts(params) => params
+            .iter()
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| metrics::operation_label("sts", v))
+            .unwrap_or(metrics::OTHER),
+        _ => operation_label,
+    };
+    let authenticated = if body.len() < HASH_INLINE_MAX {
+        edge.auth.authenticate(
+            method.as_str(),
+            &uri,
+            &headers,
+            &body,
+            signing_name,
+            head.protocol(),
+        )
+    } else {
+        let (edge, method, uri, headers, body) = (
+            edge.clone(),
+            method.clone(),
+            uri.clone(),
+            headers.clone(),
+            body.clone(),
+        );
+        let protocol = head.protocol();
+        tokio::task::spawn_blocking(move || {
+            edge.auth.authenticate(
+                method.as_str(),
+                &uri,
+                &headers,
+                &body,
+                signing_name,
+                protocol,
+            )
+        })
+        .await
+        .unwrap_or_else(|err| {
+            tracing::error!(error = %err, "authentication task failed");
+            Err(ApiError::server("internal error"))
+        })
+    };
+    let authenticated = match authenticated {
+        Ok(caller) => caller,
+        Err(err) => return refused(err, &edge),
+    };
+    let (response, code) = match route {
+        Route::Ecs(op) => {
             let control = edge.control.clone();
+            let caller = authenticated;
             let base_url = format!(
                 "http://{}/",
                 headers
@@ -236,22 +393,21 @@ async fn api(
                 Err(err) => (wire::json_error(&err, &request_id), err.code.as_str()),
             }
         }
-        (Route::Ecr(op), Ok(caller))
-            if caller.instance.is_some() && op != "GetAuthorizationToken" =>
-        {
+        Route::Ecr(op) if authenticated.instance.is_some() && op != "GetAuthorizationToken" => {
             // An agent key pulls images with a registry token, nothing more.
             let err = ApiError::new(
                 ErrorCode::AccessDeniedException,
                 format!(
                     "User: {} is not authorized to perform: ecr:{op} because a container \
                      instance's agent key may only get registry tokens",
-                    caller.principal_arn
+                    authenticated.principal_arn
                 ),
             );
             (wire::json_error(&err, &request_id), err.code.as_str())
         }
-        (Route::Ecr(op), Ok(caller)) => match app.registry {
+        Route::Ecr(op) => match app.registry {
             Some(registry) => {
+                let caller = authenticated;
                 let result = tokio::task::spawn_blocking(move || registry.ecr(&op, &body, &caller))
                     .await
                     .unwrap_or_else(|err| {
@@ -271,13 +427,13 @@ async fn api(
                 (wire::json_error(&err, &request_id), err.code.as_str())
             }
         },
-        (Route::Sts(params), Ok(caller)) => {
-            match sts::handle(&params, &caller, &edge.account_id, &request_id) {
+        Route::Sts(params) => {
+            match sts::handle(&params, &authenticated, &edge.account_id, &request_id) {
                 Ok(xml) => (wire::xml_ok(xml, &request_id), "ok"),
                 Err(err) => (wire::xml_error(&err, &request_id), err.code.as_str()),
             }
         }
-        (Route::Unknown(target), Ok(_)) => {
+        Route::Unknown(target) => {
             let err = ApiError::new(
                 ErrorCode::UnknownOperationException,
                 if target.is_empty() {
@@ -290,8 +446,8 @@ async fn api(
         }
     };
     let elapsed = started.elapsed().as_secs_f64();
-    edge.metrics.observe(service, &operation, code, elapsed);
-    tracing::debug!(service, operation = %operation, code, request_id = %request_id, elapsed_ms = elapsed * 1000.0, "request");
+    edge.metrics.observe(service, operation, code, elapsed);
+    tracing::debug!(service, operation, code, request_id = %request_id, elapsed_ms = elapsed * 1000.0, "request");
     response
 }
 

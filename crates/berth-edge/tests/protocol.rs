@@ -374,3 +374,113 @@ async fn health_and_metrics() {
     );
     assert!(text.contains("berth_api_request_duration_seconds_count{service=\"ecs\",operation=\"ListClusters\"} 1"), "{text}");
 }
+
+/// A body that never ends, counting how many chunks were taken from it.
+fn endless_body(polled: Arc<std::sync::atomic::AtomicUsize>) -> Body {
+    let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+    let stream = futures_util::stream::repeat_with(move || {
+        polled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, std::io::Error>(chunk.clone())
+    });
+    Body::from_stream(stream)
+}
+
+#[tokio::test]
+async fn unsigned_requests_are_refused_before_their_body_is_read() {
+    let app = app();
+    let polled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Unsigned, and signed with an unknown key: neither body is read.
+    let unsigned = Request::post("http://127.0.0.1:9480/")
+        .header("host", "127.0.0.1:9480")
+        .header(
+            "x-amz-target",
+            "AmazonEC2ContainerRegistry_V20150921.UploadLayerPart",
+        )
+        .header("content-length", "30000000")
+        .body(endless_body(polled.clone()))
+        .unwrap();
+    let (status, _, text) = send(&app, unsigned).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("MissingAuthenticationTokenException"),
+        "{text}"
+    );
+    let foreign = signed(
+        ecs_request("ListClusters", "{}"),
+        b"{}",
+        Signing {
+            key: "AKIDUNKNOWN000000000",
+            ..Signing::default()
+        },
+    );
+    let (parts, _) = foreign.into_parts();
+    let foreign = Request::from_parts(parts, endless_body(polled.clone()));
+    let (status, _, text) = send(&app, foreign).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("UnrecognizedClientException"), "{text}");
+    assert_eq!(polled.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn signed_requests_may_send_only_what_their_route_needs() {
+    let app = app();
+    // A signed ECS call of 2 MiB: well past any ECS document.
+    let big = format!("{{\"cluster\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
+    let (status, _, body) = ecs(&app, "ListServices", &big, Signing::default()).await;
+    assert_eq!(status, 413, "{body}");
+    // A signed call of the usual size still goes through.
+    let (status, _, body) = ecs(&app, "ListClusters", "{}", Signing::default()).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_cannot_grow_or_forge_metrics() {
+    let app = app();
+    for i in 0..100 {
+        // A quote in a header, a newline in a form parameter.
+        let req = Request::post("http://127.0.0.1:9480/")
+            .header("host", "127.0.0.1:9480")
+            .header(
+                "x-amz-target",
+                format!("AmazonEC2ContainerServiceV20141113.Op{i}\"}} 1 fake_series{{a=\"b"),
+            )
+            .body(Body::empty())
+            .unwrap();
+        send(&app, req).await;
+        let req = Request::post("http://127.0.0.1:9480/")
+            .header("host", "127.0.0.1:9480")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!(
+                "Action=Op{i}%22%7D%201%0Afake_series%7Ba%3D%22b&Version=2011-06-15"
+            )))
+            .unwrap();
+        send(&app, req).await;
+    }
+    // Signed, but for operations no model has: one label between them.
+    for i in 0..20 {
+        ecs(
+            &app,
+            &format!("NoSuchOperation{i}"),
+            "{}",
+            Signing::default(),
+        )
+        .await;
+    }
+    let (_, _, text) = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(!text.contains("fake_series"), "{text}");
+    assert!(!text.contains("Op1"), "{text}");
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("berth_api_requests_total{"))
+        .count();
+    assert_eq!(series, 3, "{text}");
+    assert!(
+        text.contains("service=\"ecs\",operation=\"unauthenticated\",code=\"MissingAuthenticationTokenException\"} 100"),
+        "{text}"
+    );
+    assert!(
+        text.contains("service=\"sts\",operation=\"unauthenticated\",code=\"MissingAuthenticationToken\"} 100"),
+        "{text}"
+    );
+    assert!(text.contains("operation=\"other\""), "{text}");
+}

@@ -30,6 +30,14 @@
 //! one of them fails with [`StoreError::Compacted`]. A controller that sees
 //! that error re-lists (range) and watches again from the listed revision.
 //!
+//! A watch's live buffer is bounded too: a watcher holds at most
+//! [`StoreOptions::watch_buffer`] undelivered live events (besides what its
+//! replay handed it). One that falls further behind is cancelled: its last
+//! item is [`StoreError::WatchLagged`] and its stream ends there. Like a
+//! compacted watch, it re-lists and watches again from the listed revision;
+//! a slow watcher never makes the store hold memory on its behalf, nor
+//! slows the writer.
+//!
 //! # Backends
 //!
 //! - [`SqliteStore`]: embedded and durable (SQLite in WAL mode, `synchronous
@@ -165,6 +173,10 @@ pub enum StoreError {
     },
     #[error("store is closed")]
     Closed,
+    /// A watcher fell more than its buffer behind the live events and was
+    /// cancelled: it must re-list and watch again.
+    #[error("watcher fell behind by more than its buffer; re-list and watch again")]
+    WatchLagged,
     /// The transaction is malformed (an empty key, or one branch writing
     /// the same key twice); nothing was evaluated or written.
     #[error("invalid transaction: {0}")]
@@ -172,6 +184,10 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The stream of a watch: events, and at most one error,
+/// [`StoreError::WatchLagged`], after which it ends.
+pub type Watch = tokio::sync::mpsc::Receiver<Result<WatchEvent>>;
 
 /// Settings shared by every backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,6 +198,9 @@ pub struct StoreOptions {
     /// Read connections of the SQLite backend (WAL lets them read while the
     /// writer commits). At least 1; default 4. Ignored by [`MemoryStore`].
     pub read_connections: usize,
+    /// Live events a watcher may leave undelivered before it is cancelled
+    /// with [`StoreError::WatchLagged`]. At least 1; default 65 536.
+    pub watch_buffer: usize,
 }
 
 impl Default for StoreOptions {
@@ -189,6 +208,7 @@ impl Default for StoreOptions {
         StoreOptions {
             history: 100_000,
             read_connections: 4,
+            watch_buffer: 65_536,
         }
     }
 }
@@ -210,10 +230,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// transaction's ops), with no gap and no duplicate. When `txn`
     /// returns, its events are already queued to every live watcher.
     /// Dropping the receiver ends the watch; closing the store ends the
-    /// stream. A negative `after` counts as 0.
-    fn watch(
-        &self,
-        prefix: &str,
-        after: Revision,
-    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<WatchEvent>>;
+    /// stream. A watcher more than [`StoreOptions::watch_buffer`] live
+    /// events behind gets [`StoreError::WatchLagged`] and nothing after
+    /// it. A negative `after` counts as 0.
+    fn watch(&self, prefix: &str, after: Revision) -> Result<Watch>;
 }

@@ -8,13 +8,12 @@ use std::fmt;
 use std::ops::Bound;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::apply::{self, KvState};
-use crate::hub::Hub;
+use crate::hub::{self, Hub};
 use crate::{
     KeyValue, RangeRequest, RangeResult, Result, Revision, Store, StoreOptions, Txn, TxnResult,
-    WatchEvent,
+    Watch, WatchEvent,
 };
 
 /// An in-memory [`Store`] with the same semantics as
@@ -23,6 +22,7 @@ use crate::{
 /// durable.
 pub struct MemoryStore {
     history: i64,
+    watch_buffer: usize,
     state: Mutex<State>,
 }
 
@@ -87,6 +87,7 @@ impl MemoryStore {
     pub fn with_options(options: StoreOptions) -> Self {
         MemoryStore {
             history: options.history.max(1),
+            watch_buffer: options.watch_buffer.max(1),
             state: Mutex::new(State {
                 kvs: BTreeMap::new(),
                 revision: 0,
@@ -180,18 +181,18 @@ impl Store for MemoryStore {
         Ok(self.state.lock().revision)
     }
 
-    fn watch(&self, prefix: &str, after: Revision) -> Result<UnboundedReceiver<WatchEvent>> {
+    fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
         let after = after.max(0);
         let mut state = self.state.lock();
         apply::check_not_compacted(after, state.compact_revision)?;
-        let (tx, rx) = unbounded_channel();
         let first = state.events.partition_point(|e| e.kv.mod_revision <= after);
-        for event in state.events.range(first..) {
-            if event.kv.key.starts_with(prefix) {
-                // The receiver is still in hand, so the send cannot fail.
-                let _ = tx.send(event.clone());
-            }
-        }
+        let replayed: Vec<WatchEvent> = state
+            .events
+            .range(first..)
+            .filter(|e| e.kv.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        let (tx, rx) = hub::channel(replayed, self.watch_buffer);
         let replayed = state.revision.max(after);
         state.hub.subscribe(prefix.to_owned(), replayed, tx);
         Ok(rx)

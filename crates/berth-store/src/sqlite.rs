@@ -77,14 +77,13 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info, warn};
 
 use crate::apply::{self, Applied, KvState};
-use crate::hub::Hub;
+use crate::hub::{self, Hub};
 use crate::{
     EventKind, KeyValue, RangeRequest, RangeResult, Result, Revision, Store, StoreError,
-    StoreOptions, Txn, TxnResult, WatchEvent,
+    StoreOptions, Txn, TxnResult, Watch, WatchEvent,
 };
 
 /// The most transactions the writer commits with one fsync.
@@ -138,6 +137,7 @@ pub struct SqliteStore {
     _lock: std::fs::File,
     readers: Readers,
     hub: Arc<Mutex<Hub>>,
+    watch_buffer: usize,
     queue: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -226,6 +226,7 @@ impl SqliteStore {
             _lock: lock,
             readers,
             hub,
+            watch_buffer: options.watch_buffer.max(1),
             queue: Some(queue),
             writer: Some(handle),
         })
@@ -243,7 +244,7 @@ impl SqliteStore {
         prefix: &str,
         after: Revision,
         upto: Option<Revision>,
-        tx: &UnboundedSender<WatchEvent>,
+        out: &mut Vec<WatchEvent>,
     ) -> Result<Revision> {
         self.readers.with(|conn| {
             let snapshot = conn.transaction().map_err(db)?;
@@ -284,11 +285,7 @@ impl SqliteStore {
                         version: row.get(5).map_err(db)?,
                     },
                 };
-                if tx.send(event).is_err() {
-                    // The caller still holds the receiver; this cannot
-                    // happen, but there is nobody to deliver to anyway.
-                    break;
-                }
+                out.push(event);
             }
             Ok(revision)
         })
@@ -401,19 +398,21 @@ impl Store for SqliteStore {
         self.readers.with(|conn| Ok(read_meta(conn)?.0))
     }
 
-    fn watch(&self, prefix: &str, after: Revision) -> Result<UnboundedReceiver<WatchEvent>> {
+    fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
         let after = after.max(0);
-        let (tx, rx) = unbounded_channel();
+        // The replay is bounded by the history the log keeps.
+        let mut replayed = Vec::new();
         // Step 1: the bulk of the history, without blocking the writer.
-        let snapshot_revision = self.replay(prefix, after, None, &tx)?;
+        let snapshot_revision = self.replay(prefix, after, None, &mut replayed)?;
         let mut cursor = after.max(snapshot_revision);
         // Step 2: catch up to what has been published, then subscribe.
         let mut hub = self.hub.lock();
         let published = hub.published();
         if published > cursor {
-            self.replay(prefix, cursor, Some(published), &tx)?;
+            self.replay(prefix, cursor, Some(published), &mut replayed)?;
             cursor = published;
         }
+        let (tx, rx) = hub::channel(replayed, self.watch_buffer);
         hub.subscribe(prefix.to_owned(), cursor, tx);
         debug!(prefix, after, cursor, "watch started");
         Ok(rx)

@@ -34,7 +34,7 @@ fn reopen_after_drop_sees_everything() {
     assert_eq!(drain(&mut rx), events_before);
     let r = write(&s, vec![put("next", "1")]);
     assert_eq!(r.revision, before.revision + 1);
-    assert_eq!(rx.try_recv().unwrap().kv.key, "next");
+    assert_eq!(rx.try_recv().unwrap().unwrap().kv.key, "next");
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn watch_streams_end_when_the_store_is_dropped() {
     write(&s, vec![put("a", "1")]);
     let mut rx = s.watch("", 0).unwrap();
     drop(s);
-    assert_eq!(rx.blocking_recv().unwrap().kv.key, "a");
+    assert_eq!(rx.blocking_recv().unwrap().unwrap().kv.key, "a");
     assert!(rx.blocking_recv().is_none());
 }
 

@@ -34,6 +34,7 @@ on_every_backend!(
     watch_replay_then_live,
     watch_hands_over_without_gap_under_load,
     watch_from_compacted_revision,
+    a_lagging_watcher_is_cancelled_and_told_to_relist,
     concurrent_cas_increments_lose_nothing,
 );
 
@@ -382,7 +383,7 @@ fn watch_replay_then_live(make: Maker) {
     assert_eq!(live, vec![("delete", "w/a".into(), "".into(), 5)]);
     assert_eq!(drain(&mut recent).len(), 1);
     assert!(drain(&mut future).is_empty());
-    let put_event = s.watch("w/b", 0).unwrap().try_recv().unwrap();
+    let put_event = s.watch("w/b", 0).unwrap().try_recv().unwrap().unwrap();
     assert_eq!(put_event.kv.create_revision, 3);
     assert_eq!(put_event.kv.version, 1);
     // A dropped watcher does not disturb the others.
@@ -426,7 +427,7 @@ fn watch_hands_over_without_gap_under_load(make: Maker) {
         let from = (after - 3).max(0);
         let mut expected = from + 1;
         while expected <= last {
-            let event = rx.blocking_recv().unwrap();
+            let event = rx.blocking_recv().unwrap().unwrap();
             assert_eq!(event.kv.mod_revision, expected, "watch from {from}");
             expected += 1;
         }
@@ -459,6 +460,43 @@ fn watch_from_compacted_revision(make: Maker) {
     assert_eq!(revs, vec![16, 17, 18, 19, 20]);
     // The keys themselves are not compacted.
     assert_eq!(s.get("c").unwrap().unwrap().version, 20);
+}
+
+/// The overflow policy: a watcher that leaves more than `watch_buffer`
+/// live events undelivered gets `WatchLagged` as its last item, while a
+/// watcher that keeps up, and a new watch, see everything.
+fn a_lagging_watcher_is_cancelled_and_told_to_relist(make: Maker) {
+    let f = make(StoreOptions {
+        watch_buffer: 4,
+        ..StoreOptions::default()
+    });
+    let s = &*f.store;
+    for i in 0..3 {
+        write(s, vec![put("r", &i.to_string())]);
+    }
+    // Replayed history does not count against the buffer.
+    let mut slow = s.watch("", 0).unwrap();
+    let mut keeping_up = s.watch("", 0).unwrap();
+    assert_eq!(drain(&mut keeping_up).len(), 3);
+    for i in 0..10 {
+        write(s, vec![put("l", &i.to_string())]);
+        assert_eq!(drain(&mut keeping_up).len(), 1);
+    }
+    let mut items = Vec::new();
+    while let Ok(item) = slow.try_recv() {
+        items.push(item);
+    }
+    // The 3 replayed, the 4 the buffer holds, then the notice, and the
+    // stream has ended.
+    assert_eq!(items.len(), 8, "{items:?}");
+    assert!(items[..7].iter().all(|i| i.is_ok()));
+    assert!(matches!(items[7], Err(StoreError::WatchLagged)));
+    assert!(slow.blocking_recv().is_none(), "nothing after the notice");
+    // Re-listing and watching again from the listed revision resumes.
+    let listed = s.revision().unwrap();
+    let mut again = s.watch("", listed).unwrap();
+    write(s, vec![put("after", "x")]);
+    assert_eq!(drain(&mut again).len(), 1);
 }
 
 /// N threads increment one counter with read-modify-write CAS and retry;

@@ -165,6 +165,18 @@ struct ServerArgs {
     #[arg(long, env = "BERTH_MAX_TASKS_PER_SERVICE",
           default_value_t = berth_control::DEFAULT_MAX_TASKS_PER_SERVICE)]
     max_tasks_per_service: u32,
+    /// Connections the edge keeps open at once (agent channels included);
+    /// past it, new connections wait. Keep it below the open-file limit.
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 8192)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers, and an idle
+    /// keep-alive connection waits for its next request.
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT_SECS", default_value_t = 30)]
+    header_timeout_secs: u64,
+    /// Seconds a connection may move no byte while no request on it is
+    /// being answered (agent channels excepted: they have heartbeats).
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    idle_timeout_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -337,7 +349,12 @@ async fn run_server(
     // The line scripts wait for; printed on stdout so it is easy to find.
     println!("berth server listening on http://{local}");
     let _ = ready.send(local);
-    berth_edge::serve_with_registry(listener, parts.edge, Some(registry), shutdown).await
+    let options = berth_edge::ServeOptions {
+        max_connections: args.max_connections.max(1),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs.max(1)),
+    };
+    berth_edge::serve_with_registry(listener, parts.edge, Some(registry), options, shutdown).await
 }
 
 /// Creates the data directory readable by its owner only (0700), or

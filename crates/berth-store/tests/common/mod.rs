@@ -77,10 +77,10 @@ pub fn brief(event: &WatchEvent) -> (&'static str, String, String, i64) {
 }
 
 /// Takes every event that is already in the channel.
-pub fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<WatchEvent>) -> Vec<WatchEvent> {
+pub fn drain(rx: &mut berth_store::Watch) -> Vec<WatchEvent> {
     let mut events = Vec::new();
     while let Ok(event) = rx.try_recv() {
-        events.push(event);
+        events.push(event.expect("the watch lagged"));
     }
     events
 }
