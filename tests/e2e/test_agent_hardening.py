@@ -1,12 +1,11 @@
-"""The agent and `berth up` as a careless user and a hostile container meet
-them (issue 13): `berth up` names the address in use and takes the agent's
-options; its log has no colour codes and no secret; an agent started before
-its cluster waits for it; a container cannot read another task's metadata;
-a host port held outside Berth is reported and avoided.
+"""The agent and `berth up` as a careless user meets them: `berth up` names
+the address in use and takes the agent's options; its log has no colour
+codes and no secret; an agent started before its cluster waits for it; a
+host port held outside Berth is reported and avoided. (A container prying
+into another task's metadata is in test_hostile.py.)
 
 Loopback only; every wait is bounded."""
 
-import json
 import re
 import signal
 import socket
@@ -177,122 +176,6 @@ def test_an_agent_started_before_its_cluster_waits_for_it(tmp_path):
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout=10)
         server.kill()
-
-
-# --------------------------------------------------------------------------
-# Task metadata: a container reads its own task, never another's.
-
-# Reads its own task (until the agent has seen its container), then tries
-# every route with another task's id as a container could compute it from
-# that task's ARN, and with that task's real id (as if it had leaked),
-# printing what wget says.
-PRYING_SCRIPT = f"""
-B={BB}
-BASE="${{ECS_CONTAINER_METADATA_URI_V4%/*}}"
-for i in $($B seq 1 240); do
-  if $B wget -q -O /tmp/self.json "$ECS_CONTAINER_METADATA_URI_V4/task" \\
-     && $B grep -q '"DockerId":"[0-9a-f]' /tmp/self.json; then
-    break
-  fi
-  $B sleep 0.25
-done
-$B printf 'SELF %s\\n' "$($B cat /tmp/self.json)"
-for id in "$OTHER_ID" "$LEAKED_ID"; do
-  for p in "" /task /taskWithTags /stats /task/stats; do
-    out=$($B wget -q -O /tmp/other.json "$BASE/$id$p" 2>&1)
-    $B printf 'TRIED %s rc=%s %s\\n' "${{p:-/}}" "$?" "$out"
-  done
-done
-$B printf 'DONE\\n'
-exec $B sleep 600
-"""
-
-
-def unkeyed_endpoint_id(task_arn: str, container: str) -> str:
-    """The endpoint id as it was derived before it was keyed: FNV-1a of the
-    task ARN and the container name, known to anyone who knows the ARN."""
-    h = 0xcbf29ce484222325
-    for b in task_arn.encode() + b"\0" + container.encode():
-        h ^= b
-        h = (h * 0x100000001b3) % (1 << 64)
-    task_id = task_arn.rsplit("/", 1)[1]
-    return f"{task_id}-{h:016x}"
-
-
-def docker_logs(container_id: str) -> str:
-    return subprocess.run(["docker", "logs", container_id], capture_output=True, text=True).stdout
-
-
-def test_a_container_cannot_read_another_task_s_metadata(tmp_path):
-    image = busybox_image()
-    server = BerthServer(tmp_path / "server", log_dir=tmp_path).start()
-    ecs = server.client("ecs")
-    ecs.create_cluster(clusterName="pry")
-    # A fixed port, as in production (51679), so the restarted agent serves
-    # the same URIs.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        metadata_port = probe.getsockname()[1]
-    agent = BerthAgent(server.endpoint, tmp_path / "agent", tmp_path / "agent.log", "us-east-1a",
-                       cluster="pry", extra_args=["--metadata-port", str(metadata_port)]).start()
-    try:
-        def running(arn):
-            return wait_for(lambda: (t := ecs.describe_tasks(cluster="pry", tasks=[arn])["tasks"][0])
-                            ["lastStatus"] == "RUNNING" and t, timeout=90, what=f"{arn} running")
-
-        ecs.register_task_definition(family="victim", containerDefinitions=[{
-            "name": "app", "image": image, "memory": 32, "stopTimeout": 1,
-            "command": [BB, "sleep", "600"]}])
-        victim = ecs.run_task(cluster="pry", taskDefinition="victim")["tasks"][0]["taskArn"]
-        victim_id = running(victim)["containers"][0]["runtimeId"]
-
-        env = dict(kv.split("=", 1) for kv in json.loads(subprocess.run(
-            ["docker", "inspect", "--format", "{{json .Config.Env}}", victim_id],
-            capture_output=True, text=True, check=True).stdout))
-        uri = env["ECS_CONTAINER_METADATA_URI_V4"]
-        ecs.register_task_definition(family="prying", containerDefinitions=[{
-            "name": "app", "image": image, "memory": 32, "stopTimeout": 1,
-            "environment": [{"name": "OTHER_ID", "value": unkeyed_endpoint_id(victim, "app")},
-                            {"name": "LEAKED_ID", "value": uri.rsplit("/", 1)[1]}],
-            "command": [BB, "sh", "-c", PRYING_SCRIPT]}])
-        prying = ecs.run_task(cluster="pry", taskDefinition="prying")["tasks"][0]["taskArn"]
-        prying_id = running(prying)["containers"][0]["runtimeId"]
-        logs = wait_for(lambda: (out := docker_logs(prying_id)) and "DONE" in out and out, timeout=90,
-                        what="the prying container to finish")
-
-        own = json.loads(next(l for l in logs.splitlines() if l.startswith("SELF "))[5:])
-        assert own["TaskARN"] == prying
-        tried = [l for l in logs.splitlines() if l.startswith("TRIED ")]
-        assert len(tried) == 10, logs
-        for line in tried:
-            assert "rc=1" in line and "404" in line, line
-        assert victim not in logs
-
-        # The victim's real id works from the host, and is not the one
-        # derived from its ARN.
-        assert not uri.endswith(unkeyed_endpoint_id(victim, "app"))
-        with urllib.request.urlopen(uri + "/task", timeout=30) as resp:
-            assert json.loads(resp.read())["TaskARN"] == victim
-
-        # After an agent restart the ids the containers hold still answer.
-        agent.stop()
-        agent.start()
-        wait_for(lambda: get_status(uri + "/task") == 200, timeout=60,
-                 what="the restarted agent to serve the old id")
-    finally:
-        agent.stop()
-        agent.remove_containers()
-        server.kill()
-
-
-def get_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return 0
 
 
 # --------------------------------------------------------------------------

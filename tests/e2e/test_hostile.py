@@ -1,7 +1,9 @@
 """Berth against hostile and careless clients, over loopback: unsigned
 floods that try to grow or forge /metrics, many big unsigned bodies at
-once, slow-loris and idle connections, the connection cap, and a second
-channel opened for a container instance that has one.
+once, slow-loris and idle connections, the connection cap, a second
+channel opened for a container instance that has one, a forged state
+change signed with another instance's own key, and a container reading
+another task's metadata.
 
 Every test is bounded in count and time; sizes and counts are kept small
 enough that the whole file runs in well under a minute."""
@@ -21,8 +23,17 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from berthlib import (REGION, ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, berth_binary, hermetic_env,
-                      signed_post, wait_for)
+import stat
+import urllib.error
+import urllib.request
+
+import pytest
+
+from berthlib import BUSYBOX as BB
+from berthlib import http as bare_http
+from berthlib import (REGION, ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY, BerthAgent, BerthServer,
+                      assert_client_error, berth_binary, busybox_image, hermetic_env,
+                      make_client, signed_post, wait_for)
 
 # --------------------------------------------------------------------------
 # helpers
@@ -453,3 +464,205 @@ def test_a_second_channel_replaces_the_first_and_liveness_follows_the_live_one(b
             if p.poll() is None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------
+# Agents as attackers: each container instance signs with its own key,
+# issued at registration and kept 0600 by its agent, and that key acts only
+# for its own instance and tasks. Root keys keep working for humans.
+
+def _key(agent: BerthAgent) -> tuple[str, str]:
+    path = agent.data_dir / "agent-credentials.json"
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode == 0o600, oct(mode)
+    assert stat.S_IMODE(agent.data_dir.stat().st_mode) == 0o700
+    doc = json.loads(path.read_text())
+    return doc["accessKeyId"], doc["secretAccessKey"]
+
+
+@pytest.fixture
+def two_agents(berth, aws, tmp_path, unique):
+    cluster = unique("keys")
+    aws("ecs", "create-cluster", "--cluster-name", cluster)
+    agents = []
+    for name in ("a", "b"):
+        agents.append(BerthAgent(berth.endpoint, tmp_path / name, tmp_path / f"{name}.log", "us-east-1a",
+                                 cluster=cluster, extra_args=["--runtime", "simulated"]).start())
+    yield cluster, agents
+    for a in agents:
+        a.stop()
+
+
+def test_a_forged_state_change_with_another_instances_key_is_refused(berth, aws, two_agents):
+    cluster, (a, b) = two_agents
+    aws("ecs", "register-task-definition", "--family", "keys",
+        "--container-definitions", '[{"name":"app","image":"sim/any:1","memory":64}]')
+    task = aws("ecs", "start-task", "--cluster", cluster, "--task-definition", "keys",
+               "--container-instances", b.arn)["tasks"][0]["taskArn"]
+
+    def running():
+        t = aws("ecs", "describe-tasks", "--cluster", cluster, "--tasks", task)["tasks"][0]
+        return t["lastStatus"] == "RUNNING"
+    wait_for(running, timeout=30, what="the task on b running")
+
+    akid, secret = _key(a)
+    as_a = make_client("ecs", berth.endpoint, akid, secret)
+    # A's key cannot stop, re-bind or read b's task...
+    assert_client_error(lambda: as_a.submit_task_state_change(
+        cluster=cluster, task=task, status="STOPPED", reason="forged"), "AccessDeniedException", status=None)
+    assert_client_error(lambda: as_a.submit_container_state_change(
+        cluster=cluster, task=task, containerName="app", status="STOPPED", exitCode=1),
+        "AccessDeniedException", status=None)
+    assert_client_error(lambda: as_a.describe_tasks(cluster=cluster, tasks=[task]), "AccessDeniedException", status=None)
+    assert_client_error(lambda: as_a.list_tasks(cluster=cluster, containerInstance=b.arn),
+                        "AccessDeniedException", status=None)
+    # ...nor act as an account.
+    assert_client_error(lambda: as_a.create_cluster(clusterName="stolen"), "AccessDeniedException", status=None)
+    assert_client_error(lambda: as_a.deregister_container_instance(
+        cluster=cluster, containerInstance=b.arn, force=True), "AccessDeniedException", status=None)
+    ecr_a = make_client("ecr", berth.endpoint, akid, secret)
+    assert_client_error(lambda: ecr_a.describe_repositories(), "AccessDeniedException", status=None)
+    # What its own agent needs still works: a registry token, which pulls
+    # but does not push.
+    repo = f"{cluster}-repo"
+    aws("ecr", "create-repository", "--repository-name", repo)
+    token = ecr_a.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    basic = {"Authorization": f"Basic {token}"}
+    assert bare_http().get(f"{berth.endpoint}/v2/{repo}/tags/list", headers=basic).status_code == 200
+    push = bare_http().post(f"{berth.endpoint}/v2/{repo}/blobs/uploads/", headers=basic)
+    assert push.status_code == 403 and push.json()["errors"][0]["code"] == "DENIED", push.text
+    assert as_a.list_tasks(cluster=cluster, containerInstance=a.arn)["taskArns"] == []
+
+    # The task was never touched.
+    t = aws("ecs", "describe-tasks", "--cluster", cluster, "--tasks", task)["tasks"][0]
+    assert t["lastStatus"] == "RUNNING" and t["desiredStatus"] == "RUNNING", t
+    # Root keys keep working for humans.
+    aws("ecs", "stop-task", "--cluster", cluster, "--task", task)
+
+
+def test_deregistration_revokes_the_instances_key(berth, aws, two_agents):
+    cluster, (a, _) = two_agents
+    akid, secret = _key(a)
+    as_a = make_client("ecs", berth.endpoint, akid, secret)
+    as_a.list_tasks(cluster=cluster, containerInstance=a.arn)
+    a.stop()
+    aws("ecs", "deregister-container-instance", "--cluster", cluster, "--container-instance", a.arn,
+        "--force")
+    assert_client_error(lambda: as_a.list_tasks(cluster=cluster, containerInstance=a.arn),
+                        "UnrecognizedClientException", status=None)
+
+
+# --------------------------------------------------------------------------
+# Task metadata: a container reads its own task, never another's.
+
+# Reads its own task (until the agent has seen its container), then tries
+# every route with another task's id as a container could compute it from
+# that task's ARN, and with that task's real id (as if it had leaked),
+# printing what wget says.
+PRYING_SCRIPT = f"""
+B={BB}
+BASE="${{ECS_CONTAINER_METADATA_URI_V4%/*}}"
+for i in $($B seq 1 240); do
+  if $B wget -q -O /tmp/self.json "$ECS_CONTAINER_METADATA_URI_V4/task" \\
+     && $B grep -q '"DockerId":"[0-9a-f]' /tmp/self.json; then
+    break
+  fi
+  $B sleep 0.25
+done
+$B printf 'SELF %s\\n' "$($B cat /tmp/self.json)"
+for id in "$OTHER_ID" "$LEAKED_ID"; do
+  for p in "" /task /taskWithTags /stats /task/stats; do
+    out=$($B wget -q -O /tmp/other.json "$BASE/$id$p" 2>&1)
+    $B printf 'TRIED %s rc=%s %s\\n' "${{p:-/}}" "$?" "$out"
+  done
+done
+$B printf 'DONE\\n'
+exec $B sleep 600
+"""
+
+
+def unkeyed_endpoint_id(task_arn: str, container: str) -> str:
+    """The endpoint id as it was derived before it was keyed: FNV-1a of the
+    task ARN and the container name, known to anyone who knows the ARN."""
+    h = 0xcbf29ce484222325
+    for b in task_arn.encode() + b"\0" + container.encode():
+        h ^= b
+        h = (h * 0x100000001b3) % (1 << 64)
+    task_id = task_arn.rsplit("/", 1)[1]
+    return f"{task_id}-{h:016x}"
+
+
+def docker_logs(container_id: str) -> str:
+    return subprocess.run(["docker", "logs", container_id], capture_output=True, text=True).stdout
+
+
+def test_a_container_cannot_read_another_task_s_metadata(tmp_path):
+    image = busybox_image()
+    server = BerthServer(tmp_path / "server", log_dir=tmp_path).start()
+    ecs = server.client("ecs")
+    ecs.create_cluster(clusterName="pry")
+    # A fixed port, as in production (51679), so the restarted agent serves
+    # the same URIs.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metadata_port = probe.getsockname()[1]
+    agent = BerthAgent(server.endpoint, tmp_path / "agent", tmp_path / "agent.log", "us-east-1a",
+                       cluster="pry", extra_args=["--metadata-port", str(metadata_port)]).start()
+    try:
+        def running(arn):
+            return wait_for(lambda: (t := ecs.describe_tasks(cluster="pry", tasks=[arn])["tasks"][0])
+                            ["lastStatus"] == "RUNNING" and t, timeout=90, what=f"{arn} running")
+
+        ecs.register_task_definition(family="victim", containerDefinitions=[{
+            "name": "app", "image": image, "memory": 32, "stopTimeout": 1,
+            "command": [BB, "sleep", "600"]}])
+        victim = ecs.run_task(cluster="pry", taskDefinition="victim")["tasks"][0]["taskArn"]
+        victim_id = running(victim)["containers"][0]["runtimeId"]
+
+        env = dict(kv.split("=", 1) for kv in json.loads(subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Config.Env}}", victim_id],
+            capture_output=True, text=True, check=True).stdout))
+        uri = env["ECS_CONTAINER_METADATA_URI_V4"]
+        ecs.register_task_definition(family="prying", containerDefinitions=[{
+            "name": "app", "image": image, "memory": 32, "stopTimeout": 1,
+            "environment": [{"name": "OTHER_ID", "value": unkeyed_endpoint_id(victim, "app")},
+                            {"name": "LEAKED_ID", "value": uri.rsplit("/", 1)[1]}],
+            "command": [BB, "sh", "-c", PRYING_SCRIPT]}])
+        prying = ecs.run_task(cluster="pry", taskDefinition="prying")["tasks"][0]["taskArn"]
+        prying_id = running(prying)["containers"][0]["runtimeId"]
+        logs = wait_for(lambda: (out := docker_logs(prying_id)) and "DONE" in out and out, timeout=90,
+                        what="the prying container to finish")
+
+        own = json.loads(next(l for l in logs.splitlines() if l.startswith("SELF "))[5:])
+        assert own["TaskARN"] == prying
+        tried = [l for l in logs.splitlines() if l.startswith("TRIED ")]
+        assert len(tried) == 10, logs
+        for line in tried:
+            assert "rc=1" in line and "404" in line, line
+        assert victim not in logs
+
+        # The victim's real id works from the host, and is not the one
+        # derived from its ARN.
+        assert not uri.endswith(unkeyed_endpoint_id(victim, "app"))
+        with urllib.request.urlopen(uri + "/task", timeout=30) as resp:
+            assert json.loads(resp.read())["TaskARN"] == victim
+
+        # After an agent restart the ids the containers hold still answer.
+        agent.stop()
+        agent.start()
+        wait_for(lambda: get_status(uri + "/task") == 200, timeout=60,
+                 what="the restarted agent to serve the old id")
+    finally:
+        agent.stop()
+        agent.remove_containers()
+        server.kill()
+
+
+def get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
