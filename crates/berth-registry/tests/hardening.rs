@@ -173,12 +173,7 @@ async fn a_chunk_off_the_session_offset_gets_416_and_changes_nothing() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let d = sha(&data);
-    let r = f
-        .call("PUT", &format!("{loc}?digest={d}"), &[], vec![])
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
+    f.finish_upload(&loc, &data).await;
 }
 
 #[tokio::test]
@@ -282,12 +277,7 @@ async fn a_full_disk_is_a_clear_507_and_the_session_survives() {
         .call("PATCH", &loc, &[("Content-Range", &range)], rest)
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let d = sha(&data);
-    let r = f
-        .call("PUT", &format!("{loc}?digest={d}"), &[], vec![])
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
+    f.finish_upload(&loc, &data).await;
 }
 
 #[tokio::test]

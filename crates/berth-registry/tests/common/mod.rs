@@ -138,6 +138,17 @@ impl Fixture {
         d
     }
 
+    /// Closes the upload session at `loc` with the digest of `data`, and
+    /// checks that exactly `data` was stored.
+    pub async fn finish_upload(&self, loc: &str, data: &[u8]) {
+        let d = sha(data);
+        let r = self
+            .call("PUT", &format!("{loc}?digest={d}"), &[], vec![])
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(std::fs::read(self.blob_path(&d)).unwrap(), data);
+    }
+
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.data
