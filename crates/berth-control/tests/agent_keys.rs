@@ -3,32 +3,16 @@
 //! deregistration and on re-registration by an account key, and limited to
 //! the instance's own calls and tasks.
 
-use std::sync::Arc;
+mod common;
 
-use berth_control::{Caller, Config, ControlPlane, ManualClock};
-use berth_model::{ApiError, ErrorCode};
-use berth_store::MemoryStore;
+use berth_control::{Caller, ControlPlane};
+use berth_model::ErrorCode;
+use common::{call_as as call, ok_as as ok, plane};
 use serde_json::{json, Value};
 
-fn plane() -> ControlPlane {
-    ControlPlane::new(
-        Arc::new(MemoryStore::new()),
-        Config::default(),
-        Arc::new(ManualClock::new(1_700_000_000_000)),
-    )
-}
-
+/// The account's root user, under a key of its own (not the agents').
 fn root() -> Caller {
     Caller::root("arn:aws:iam::000000000000:root", "AKIDROOT")
-}
-
-fn call(cp: &ControlPlane, caller: &Caller, op: &str, body: Value) -> Result<Value, ApiError> {
-    let out = cp.ecs(op, body.to_string().as_bytes(), caller)?;
-    Ok(serde_json::from_slice(&out).unwrap())
-}
-
-fn ok(cp: &ControlPlane, caller: &Caller, op: &str, body: Value) -> Value {
-    call(cp, caller, op, body).unwrap_or_else(|e| panic!("{op} failed: {e}"))
 }
 
 fn denied(cp: &ControlPlane, caller: &Caller, op: &str, body: Value) {

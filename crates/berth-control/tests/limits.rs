@@ -5,47 +5,12 @@
 //! would run it, ECS Exec refused alike everywhere, awsvpc named as what it
 //! is, and the ports an agent reports as unusable kept out of placement.
 
-use std::sync::Arc;
+mod common;
 
-use berth_control::{Caller, Config, ControlPlane, ManualClock};
+use berth_control::{Config, ControlPlane};
 use berth_model::{ApiError, ErrorCode};
-use berth_store::MemoryStore;
+use common::{err, ok, plane, plane_with};
 use serde_json::{json, Value};
-
-fn plane_with(config: Config) -> ControlPlane {
-    ControlPlane::new(
-        Arc::new(MemoryStore::new()),
-        config,
-        Arc::new(ManualClock::new(1_700_000_000_000)),
-    )
-}
-
-fn plane() -> ControlPlane {
-    plane_with(Config::default())
-}
-
-fn caller() -> Caller {
-    Caller::root("arn:aws:iam::000000000000:root", "AKID")
-}
-
-fn call(cp: &ControlPlane, op: &str, body: Value) -> Result<Value, ApiError> {
-    let out = cp.ecs(op, body.to_string().as_bytes(), &caller())?;
-    serde_json::from_slice(&out).map_err(|e| ApiError::server(e.to_string()))
-}
-
-fn ok(cp: &ControlPlane, op: &str, body: Value) -> Value {
-    match call(cp, op, body) {
-        Ok(v) => v,
-        Err(e) => panic!("{op} failed: {e}"),
-    }
-}
-
-fn err(cp: &ControlPlane, op: &str, body: Value) -> ApiError {
-    match call(cp, op, body) {
-        Ok(v) => panic!("{op} unexpectedly succeeded: {v}"),
-        Err(e) => e,
-    }
-}
 
 fn register(cp: &ControlPlane, family: &str, container: Value) {
     let mut c = json!({"name": "app", "image": "busybox", "memory": 64});

@@ -2,43 +2,12 @@
 //! The control plane's operations end to end over an in-memory store: the
 //! JSON documents go in and come out exactly as the edge passes them.
 
-use std::sync::Arc;
+mod common;
 
-use berth_control::{Caller, Config, ControlPlane, ManualClock};
-use berth_model::{ApiError, ErrorCode};
-use berth_store::MemoryStore;
+use berth_control::ControlPlane;
+use berth_model::ErrorCode;
+use common::{caller, err, ok, plane};
 use serde_json::{json, Value};
-
-fn plane() -> ControlPlane {
-    ControlPlane::new(
-        Arc::new(MemoryStore::new()),
-        Config::default(),
-        Arc::new(ManualClock::new(1_700_000_000_000)),
-    )
-}
-
-fn caller() -> Caller {
-    Caller::root("arn:aws:iam::000000000000:root", "AKID")
-}
-
-fn call(cp: &ControlPlane, op: &str, body: Value) -> Result<Value, ApiError> {
-    let out = cp.ecs(op, body.to_string().as_bytes(), &caller())?;
-    serde_json::from_slice(&out).map_err(|e| ApiError::server(e.to_string()))
-}
-
-fn ok(cp: &ControlPlane, op: &str, body: Value) -> Value {
-    match call(cp, op, body) {
-        Ok(v) => v,
-        Err(e) => panic!("{op} failed: {e}"),
-    }
-}
-
-fn err(cp: &ControlPlane, op: &str, body: Value) -> ApiError {
-    match call(cp, op, body) {
-        Ok(v) => panic!("{op} unexpectedly succeeded: {v}"),
-        Err(e) => e,
-    }
-}
 
 fn taskdef(family: &str) -> Value {
     json!({"family": family, "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 64}]})

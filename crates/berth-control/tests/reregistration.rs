@@ -3,19 +3,11 @@
 //! host ports it cannot use): what it reports is replaced, what was set on
 //! the instance through the API stays, and placement follows the new ports.
 
-use std::sync::Arc;
+mod common;
 
-use berth_control::{Caller, Config, ControlPlane, ManualClock};
-use berth_store::MemoryStore;
+use berth_control::ControlPlane;
+use common::{ok, plane};
 use serde_json::{json, Value};
-
-fn ok(cp: &ControlPlane, op: &str, body: Value) -> Value {
-    let caller = Caller::root("arn:aws:iam::000000000000:root", "AKID");
-    match cp.ecs(op, body.to_string().as_bytes(), &caller) {
-        Ok(out) => serde_json::from_slice(&out).unwrap(),
-        Err(e) => panic!("{op} failed: {e}"),
-    }
-}
 
 fn registration(ports: &[&str], arn: Option<&str>) -> Value {
     let mut body = json!({
@@ -79,11 +71,7 @@ fn run_web(cp: &ControlPlane) -> i64 {
 
 #[test]
 fn a_re_registration_replaces_reported_ports_and_keeps_what_the_api_set() {
-    let cp = ControlPlane::new(
-        Arc::new(MemoryStore::new()),
-        Config::default(),
-        Arc::new(ManualClock::new(1_700_000_000_000)),
-    );
+    let cp = plane();
     ok(&cp, "CreateCluster", json!({"clusterName": "c"}));
     let arn = ok(
         &cp,

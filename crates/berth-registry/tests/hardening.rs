@@ -4,170 +4,27 @@
 //! modes of what lands on disk.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use berth_control::{Caller, Clock as _, ManualClock};
-use berth_registry::{Registry, RegistryConfig};
+use berth_control::{Clock as _, ManualClock};
+use berth_registry::Registry;
 use berth_store::MemoryStore;
+use common::{
+    body_bytes, config, error_code, header, image_manifest, pattern, sha, Fixture, ACCESS_KEY_ID,
+};
 use hmac::{Hmac, Mac};
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
+use http::{Request, StatusCode};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 use tower::ServiceExt as _;
 
-// ---------------------------------------------------------------------------
-// The fixture: the real router over a memory store, a temp data dir, a
-// manual clock, and an access key set a test can revoke keys from.
-
-/// The access key the fixture's caller signs with.
-const ACCESS_KEY_ID: &str = "AKIDTEST";
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    registry: Arc<Registry>,
-    clock: Arc<ManualClock>,
-    auth: String,
-    /// The access keys the registry counts as active.
-    active_keys: Arc<Mutex<Vec<String>>>,
-}
-
-fn sha(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
-}
-
-fn caller() -> Caller {
-    Caller::root("arn:aws:iam::000000000000:root", ACCESS_KEY_ID)
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let active_keys = Arc::new(Mutex::new(vec![ACCESS_KEY_ID.to_string()]));
-        let keys = active_keys.clone();
-        let registry = Arc::new(
-            Registry::open(
-                Arc::new(MemoryStore::new()),
-                clock.clone(),
-                RegistryConfig {
-                    region: "us-east-1".into(),
-                    account_id: "000000000000".into(),
-                    data_dir: dir.path().to_path_buf(),
-                    endpoint: "127.0.0.1:9480".into(),
-                },
-                Arc::new(move |id: &str| keys.lock().unwrap().iter().any(|k| k == id)),
-            )
-            .unwrap(),
-        );
-        let out = registry
-            .ecr("GetAuthorizationToken", b"{}", &caller())
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        let token = v["authorizationData"][0]["authorizationToken"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        Fixture {
-            data: dir.path().to_path_buf(),
-            _dir: dir,
-            registry,
-            clock,
-            auth: format!("Basic {token}"),
-            active_keys,
-        }
-    }
-
-    fn ecr(&self, op: &str, body: Value) -> Result<Value, berth_registry::EcrError> {
-        self.registry
-            .ecr(op, body.to_string().as_bytes(), &caller())
-            .map(|b| serde_json::from_slice(&b).unwrap())
-    }
-
-    fn create(&self, name: &str) {
-        self.ecr("CreateRepository", json!({ "repositoryName": name }))
-            .unwrap();
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Response<Body> {
-        let mut req = Request::builder().method(method).uri(uri);
-        req = req.header("Authorization", &self.auth);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        berth_registry::router(self.registry.clone())
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap()
-    }
-
-    async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
-        let d = sha(data);
-        let r = self
-            .call(
-                "POST",
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-                &[],
-                data.to_vec(),
-            )
-            .await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-        d
-    }
-
-    fn blob_path(&self, digest: &str) -> std::path::PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.data
-            .join("registry/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-    }
-
-    fn upload_files(&self) -> usize {
-        std::fs::read_dir(self.data.join("registry/uploads"))
-            .unwrap()
-            .count()
-    }
-}
-
-async fn body_bytes(r: Response<Body>) -> Vec<u8> {
-    r.into_body().collect().await.unwrap().to_bytes().to_vec()
-}
-
-async fn error_code(r: Response<Body>) -> String {
-    let v: Value = serde_json::from_slice(&body_bytes(r).await).unwrap();
-    v["errors"][0]["code"].as_str().unwrap().to_string()
-}
-
-fn header(r: &Response<Body>, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------
-
 const HOUR_MS: i64 = 60 * 60 * 1000;
-
-/// `len` bytes that are not all one value.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
-}
 
 /// A token signed with the registry's real key, as anyone who can read
 /// `<data-dir>/registry/token-key` could sign one.
@@ -271,7 +128,7 @@ async fn upload_with_first_chunk(f: &Fixture, repo: &str, chunk: &[u8]) -> Strin
 async fn a_chunk_off_the_session_offset_gets_416_and_changes_nothing() {
     let f = Fixture::new();
     f.create("app");
-    let data = pattern(10_000);
+    let data = pattern(10_000, 0);
     let loc = upload_with_first_chunk(&f, "app", &data[..4000]).await;
     let id = loc.rsplit('/').next().unwrap().to_string();
     let rest = data[4000..].to_vec();
@@ -316,23 +173,7 @@ async fn a_chunk_off_the_session_offset_gets_416_and_changes_nothing() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let d = sha(&data);
-    let r = f
-        .call("PUT", &format!("{loc}?digest={d}"), &[], vec![])
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
-}
-
-fn image_manifest(cfg: &str, cfg_size: usize, layer: &str, layer_size: usize) -> Vec<u8> {
-    json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]
-    })
-    .to_string()
-    .into_bytes()
+    f.finish_upload(&loc, &data).await;
 }
 
 #[tokio::test]
@@ -413,7 +254,7 @@ fn free_disk_under(f: &Fixture, loc: &str, aside: &Path) {
 async fn a_full_disk_is_a_clear_507_and_the_session_survives() {
     let f = Fixture::new();
     f.create("app");
-    let data = pattern(3 << 20);
+    let data = pattern(3 << 20, 0);
     let first = 1 << 20;
     let loc = upload_with_first_chunk(&f, "app", &data[..first]).await;
     let aside = fill_disk_under(&f, &loc);
@@ -436,19 +277,14 @@ async fn a_full_disk_is_a_clear_507_and_the_session_survives() {
         .call("PATCH", &loc, &[("Content-Range", &range)], rest)
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let d = sha(&data);
-    let r = f
-        .call("PUT", &format!("{loc}?digest={d}"), &[], vec![])
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
+    f.finish_upload(&loc, &data).await;
 }
 
 #[tokio::test]
 async fn a_full_disk_fails_a_final_put_cleanly() {
     let f = Fixture::new();
     f.create("app");
-    let data = pattern(100_000);
+    let data = pattern(100_000, 0);
     let loc = upload_with_first_chunk(&f, "app", &data[..10]).await;
     let aside = fill_disk_under(&f, &loc);
     let d = sha(&data);
@@ -557,12 +393,7 @@ fn a_registry_directory_left_open_by_an_older_berth_is_closed() {
     Registry::open(
         Arc::new(MemoryStore::new()),
         Arc::new(ManualClock::new(0)),
-        RegistryConfig {
-            region: "us-east-1".into(),
-            account_id: "000000000000".into(),
-            data_dir: dir.path().to_path_buf(),
-            endpoint: "127.0.0.1:9480".into(),
-        },
+        config(dir.path()),
         Arc::new(|_: &str| true),
     )
     .unwrap();

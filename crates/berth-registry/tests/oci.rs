@@ -2,158 +2,16 @@
 //! a temp data dir and a manual clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
 use base64::Engine as _;
-use berth_control::{Caller, ManualClock};
-use berth_registry::{Registry, RegistryConfig};
-use berth_store::MemoryStore;
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
+use common::{body_bytes, error_code, header, image_manifest, pattern, sha, Fixture};
+use http::{Request, StatusCode};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 use tower::ServiceExt as _;
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    registry: Arc<Registry>,
-    clock: Arc<ManualClock>,
-    auth: String,
-}
-
-fn sha(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
-}
-
-fn caller() -> Caller {
-    Caller::root("arn:aws:iam::000000000000:root", "AKIDTEST")
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let registry = Arc::new(
-            Registry::open(
-                Arc::new(MemoryStore::new()),
-                clock.clone(),
-                RegistryConfig {
-                    region: "us-east-1".into(),
-                    account_id: "000000000000".into(),
-                    data_dir: dir.path().to_path_buf(),
-                    endpoint: "127.0.0.1:9480".into(),
-                },
-                Arc::new(|_: &str| true),
-            )
-            .unwrap(),
-        );
-        let out = registry
-            .ecr("GetAuthorizationToken", b"{}", &caller())
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        let token = v["authorizationData"][0]["authorizationToken"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        Fixture {
-            data: dir.path().to_path_buf(),
-            _dir: dir,
-            registry,
-            clock,
-            auth: format!("Basic {token}"),
-        }
-    }
-
-    fn ecr(&self, op: &str, body: Value) -> Result<Value, berth_registry::EcrError> {
-        self.registry
-            .ecr(op, body.to_string().as_bytes(), &caller())
-            .map(|b| serde_json::from_slice(&b).unwrap())
-    }
-
-    fn create(&self, name: &str) {
-        self.ecr("CreateRepository", json!({ "repositoryName": name }))
-            .unwrap();
-    }
-
-    /// Sends a request whose body is a stream (arriving in frames, or
-    /// failing part way, as a real client's can).
-    async fn call_stream(&self, method: &str, uri: &str, body: Body) -> Response<Body> {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("Authorization", &self.auth)
-            .body(body)
-            .unwrap();
-        berth_registry::router(self.registry.clone())
-            .oneshot(req)
-            .await
-            .unwrap()
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Response<Body> {
-        let mut req = Request::builder().method(method).uri(uri);
-        req = req.header("Authorization", &self.auth);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        berth_registry::router(self.registry.clone())
-            .oneshot(req.body(Body::from(body)).unwrap())
-            .await
-            .unwrap()
-    }
-
-    async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
-        let d = sha(data);
-        let r = self
-            .call(
-                "POST",
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-                &[],
-                data.to_vec(),
-            )
-            .await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-        d
-    }
-
-    fn blob_path(&self, digest: &str) -> std::path::PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.data
-            .join("registry/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-    }
-
-    fn upload_files(&self) -> usize {
-        std::fs::read_dir(self.data.join("registry/uploads"))
-            .unwrap()
-            .count()
-    }
-}
-
-async fn body_bytes(r: Response<Body>) -> Vec<u8> {
-    r.into_body().collect().await.unwrap().to_bytes().to_vec()
-}
-
-async fn error_code(r: Response<Body>) -> String {
-    let v: Value = serde_json::from_slice(&body_bytes(r).await).unwrap();
-    v["errors"][0]["code"].as_str().unwrap().to_string()
-}
-
-fn header(r: &Response<Body>, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
 
 #[tokio::test]
 async fn digest_mismatch_leaves_nothing_behind() {
@@ -420,14 +278,7 @@ fn immutable_tags_refuse_moving_on_put_image() {
             f.push_blob("imm", b"two").await,
         )
     });
-    let m = |l: &str| {
-        json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l, "size": 3}]
-        })
-        .to_string()
-    };
+    let m = |l: &str| String::from_utf8(image_manifest(&cfg, 2, l, 3)).unwrap();
     f.ecr(
         "PutImage",
         json!({"repositoryName": "imm", "imageManifest": m(&l1), "imageTag": "v1"}),
@@ -456,14 +307,6 @@ fn immutable_tags_refuse_moving_on_put_image() {
         json!({"repositoryName": "imm", "force": true}),
     )
     .unwrap();
-}
-
-/// `len` bytes that are not all one value, so a misplaced frame changes
-/// the digest.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
 }
 
 fn frames(data: &[u8], size: usize) -> Body {
@@ -525,7 +368,6 @@ async fn a_body_that_fails_part_way_leaves_a_session_that_resumes() {
     let f = Fixture::new();
     f.create("app");
     let data = pattern(3 << 20, 11);
-    let d = sha(&data);
     let r = f.call("POST", "/v2/app/blobs/uploads/", &[], vec![]).await;
     let loc = header(&r, "location");
     // Two and a half MiB arrive, then the connection breaks.
@@ -556,11 +398,7 @@ async fn a_body_that_fails_part_way_leaves_a_session_that_resumes() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = f
-        .call("PUT", &format!("{loc}?digest={d}"), &[], vec![])
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(std::fs::read(f.blob_path(&d)).unwrap(), data);
+    f.finish_upload(&loc, &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
