@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -394,6 +395,33 @@ def test_the_connection_cap_is_reached_and_released(berth_factory):
     line = next(l for l in log.splitlines() if "connection limit reached" in l)
     assert f"max_connections={cap}" in line, line
     assert "connections below the limit again" in log
+
+
+def test_the_cap_stays_below_the_open_file_limit(berth_factory):
+    """With an open-file limit lower than --max-connections, the cap is
+    lowered to fit (and says so), so floods meet the cap, never EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))
+    try:
+        server = berth_factory.start("nofile")  # inherits the lower limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    log = server_log(server)
+    line = next(l for l in log.splitlines() if "open-file limit" in l)
+    assert "open_file_limit=400" in line and "cap=144" in line, line
+    host, port = host_port(server)
+    held = []
+    try:
+        for _ in range(200):
+            held.append(socket.create_connection((host, port), timeout=10))
+        wait_for(lambda: "connection limit reached" in server_log(server), timeout=10,
+                 what="the log line of the cap")
+    finally:
+        for s in held:
+            s.close()
+    r = signed_post(server.endpoint, "AmazonEC2ContainerServiceV20141113.ListClusters", "{}")
+    assert r.status_code == 200, r.text
+    assert "Too many open files" not in server_log(server)
 
 
 # --------------------------------------------------------------------------

@@ -350,11 +350,36 @@ async fn run_server(
     println!("berth server listening on http://{local}");
     let _ = ready.send(local);
     let options = berth_edge::ServeOptions {
-        max_connections: args.max_connections.max(1),
+        max_connections: connection_cap(args.max_connections.max(1)),
         header_timeout: std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs.max(1)),
     };
     berth_edge::serve_with_registry(listener, parts.edge, Some(registry), options, shutdown).await
+}
+
+/// File handles kept free of connections: the store's, the registry's
+/// blob and upload files, the Docker socket, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// The connection cap used: `asked`, lowered below the process's
+/// open-file limit when that is smaller, so that the cap (with its log
+/// line) is what holds connections back, never a failing accept.
+fn connection_cap(asked: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let Some(limit) = limit else {
+        return asked;
+    };
+    let room = usize::try_from(limit.saturating_sub(RESERVED_FILES).max(64)).unwrap_or(asked);
+    if asked > room {
+        tracing::warn!(
+            max_connections = asked,
+            open_file_limit = limit,
+            cap = room,
+            "--max-connections is above what the open-file limit allows; capping connections lower"
+        );
+        return room;
+    }
+    asked
 }
 
 /// Creates the data directory readable by its owner only (0700), or
