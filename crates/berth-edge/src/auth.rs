@@ -83,16 +83,39 @@ impl Authenticator {
             .get("x-amz-content-sha256")
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
-        // Without a declared hash, one no body has: the signature is then
-        // computed over it and can only mismatch, which is let through.
-        let payload = declared.unwrap_or(UNKNOWN_PAYLOAD);
-        match self.verify(method, uri, headers, payload, service, protocol) {
+        if let Some(declared) = declared {
+            // The signature covers a hash the client declared: it can be
+            // checked in full now.
+            return match self.verify(method, uri, headers, declared, service, protocol) {
+                Ok(_) => Ok(()),
+                Err(Refusal::Api(e)) => Err(e),
+                Err(Refusal::Signature(e)) => {
+                    tracing::debug!(error = %e, "request refused before its body was read");
+                    Err(to_api_error(&e, protocol))
+                }
+            };
+        }
+        // Otherwise everything but the signature, which needs the body's
+        // hash; no HMAC is computed twice for one request.
+        let request = SignedRequest {
+            method,
+            path: uri.path(),
+            query: uri.query(),
+            headers,
+            payload_sha256: UNKNOWN_PAYLOAD,
+            authority: uri.authority().map(|a| a.as_str()),
+        };
+        let options = VerifyOptions {
+            s3_style_path: false,
+            expected_service: service,
+        };
+        match self
+            .verifier
+            .precheck(&request, &options, SystemTime::now())
+        {
+            Ok(p) if p.region != self.region => Err(wrong_region(&p.region, protocol)),
             Ok(_) => Ok(()),
-            Err(Refusal::Signature(VerifyError::SignatureMismatch(_))) if declared.is_none() => {
-                Ok(())
-            }
-            Err(Refusal::Api(e)) => Err(e),
-            Err(Refusal::Signature(e)) => {
+            Err(e) => {
                 tracing::debug!(error = %e, "request refused before its body was read");
                 Err(to_api_error(&e, protocol))
             }
@@ -122,30 +145,28 @@ impl Authenticator {
         };
         match self.verifier.verify(&request, &options, SystemTime::now()) {
             Ok(v) if v.region != self.region => {
-                let code = match protocol {
-                    Protocol::Json => ErrorCode::InvalidSignatureException,
-                    Protocol::Query => ErrorCode::SignatureDoesNotMatch,
-                };
-                Err(Refusal::Api(ApiError::new(
-                    code,
-                    format!(
-                        "Credential should be scoped to a valid region, not '{}'.",
-                        v.region
-                    ),
-                )))
+                Err(Refusal::Api(wrong_region(&v.region, protocol)))
             }
             Ok(v) => Ok(Caller {
-                instance: self
-                    .verifier
-                    .lookup()
-                    .get(&v.access_key_id)
-                    .and_then(|k| k.instance),
+                instance: self.verifier.lookup().instance_scope(&v.access_key_id),
                 principal_arn: v.principal,
                 access_key_id: v.access_key_id,
             }),
             Err(err) => Err(Refusal::Signature(err)),
         }
     }
+}
+
+/// A signature scoped to a region this edge does not serve.
+fn wrong_region(region: &str, protocol: Protocol) -> ApiError {
+    let code = match protocol {
+        Protocol::Json => ErrorCode::InvalidSignatureException,
+        Protocol::Query => ErrorCode::SignatureDoesNotMatch,
+    };
+    ApiError::new(
+        code,
+        format!("Credential should be scoped to a valid region, not '{region}'."),
+    )
 }
 
 /// Why a request was refused: its signature, or a check of the edge's own.

@@ -189,6 +189,15 @@ impl Credentials {
         self
     }
 
+    /// The instance an agent key acts for; `None` for account keys (found
+    /// without a copy) and unknown ones.
+    pub fn instance_scope(&self, access_key_id: &str) -> Option<InstanceScope> {
+        if self.keys.contains_key(access_key_id) {
+            return None;
+        }
+        Some(self.agents.as_ref()?.agent_key(access_key_id)?.scope)
+    }
+
     pub fn get(&self, access_key_id: &str) -> Option<KeyEntry> {
         if let Some(k) = self.keys.get(access_key_id) {
             return Some(k.clone());

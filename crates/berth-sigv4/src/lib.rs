@@ -50,8 +50,8 @@ mod verify;
 
 pub use error::{MismatchDetail, ScopeMismatch, VerifyError};
 pub use verify::{
-    Secret, SecretLookup, SignedRequest, TokenRejection, Verified, Verifier, VerifyOptions,
-    ALGORITHM, MAX_CLOCK_SKEW, MAX_PRESIGNED_EXPIRES_SECS, UNSIGNED_PAYLOAD,
+    Prechecked, Secret, SecretLookup, SignedRequest, TokenRejection, Verified, Verifier,
+    VerifyOptions, ALGORITHM, MAX_CLOCK_SKEW, MAX_PRESIGNED_EXPIRES_SECS, UNSIGNED_PAYLOAD,
 };
 
 /// Lower-case hex SHA-256 of `payload`, the form [`SignedRequest::payload_sha256`] takes.

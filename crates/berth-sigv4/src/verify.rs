@@ -192,6 +192,27 @@ pub struct Verified {
     pub unsigned_payload: bool,
 }
 
+/// What [`Verifier::precheck`] established from a request's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prechecked {
+    /// The access key id named by the credential (a known one).
+    pub access_key_id: String,
+    /// Region from the credential scope (not checked).
+    pub region: String,
+    /// Service from the credential scope.
+    pub service: String,
+}
+
+/// The head checks' result, for the signature check that follows.
+struct Head {
+    auth: AuthParams,
+    akid: String,
+    scope_date: String,
+    region: String,
+    service: String,
+    secret: Secret,
+}
+
 /// Verifies SigV4 signatures against a [`SecretLookup`].
 ///
 /// Cheap to share (`Arc<Verifier<_>>`); `verify` takes `&self` and is safe to
@@ -290,14 +311,31 @@ impl<L: SecretLookup> Verifier<L> {
         &self.lookup
     }
 
-    /// Verifies `request` at time `now`.
-    pub fn verify(
+    /// Checks what the request's head alone decides, before any payload
+    /// hash is known: parameters that parse, the clock window, the signed
+    /// headers, the algorithm, the credential scope and a known key. The
+    /// signature itself is not computed (see [`Verifier::verify`]), so this
+    /// is cheap enough to run on every request before its body is read.
+    pub fn precheck(
         &self,
         request: &SignedRequest<'_>,
         options: &VerifyOptions<'_>,
         now: SystemTime,
-    ) -> Result<Verified, VerifyError> {
-        let now = OffsetDateTime::from(now);
+    ) -> Result<Prechecked, VerifyError> {
+        let head = self.head(request, options, OffsetDateTime::from(now))?;
+        Ok(Prechecked {
+            access_key_id: head.akid,
+            region: head.region,
+            service: head.service,
+        })
+    }
+
+    fn head(
+        &self,
+        request: &SignedRequest<'_>,
+        options: &VerifyOptions<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Head, VerifyError> {
         let auth = parse_auth(request)?;
 
         // Clock checks.
@@ -380,6 +418,43 @@ impl<L: SecretLookup> Verifier<L> {
             .lookup
             .secret(akid)
             .ok_or(VerifyError::UnrecognizedClient)?;
+        let (akid, scope_date, region, service) = (
+            (*akid).to_owned(),
+            (*scope_date).to_owned(),
+            (*region).to_owned(),
+            (*service).to_owned(),
+        );
+        Ok(Head {
+            auth,
+            akid,
+            scope_date,
+            region,
+            service,
+            secret,
+        })
+    }
+
+    /// Verifies `request` at time `now`.
+    pub fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+        options: &VerifyOptions<'_>,
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        let Head {
+            auth,
+            akid,
+            scope_date,
+            region,
+            service,
+            secret,
+        } = self.head(request, options, OffsetDateTime::from(now))?;
+        let (akid, scope_date, region, service) = (
+            akid.as_str(),
+            scope_date.as_str(),
+            region.as_str(),
+            service.as_str(),
+        );
 
         // Payload hash(es) to try.
         let content_sha = header_str(request.headers, "x-amz-content-sha256");
@@ -473,10 +548,10 @@ impl<L: SecretLookup> Verifier<L> {
             .insert(&secret.secret_access_key, scope_date, region, service, key);
 
         Ok(Verified {
-            access_key_id: (*akid).to_owned(),
+            access_key_id: akid.to_owned(),
             principal: secret.principal,
-            region: (*region).to_owned(),
-            service: (*service).to_owned(),
+            region: region.to_owned(),
+            service: service.to_owned(),
             date: auth.timestamp,
             session_token: auth.session_token,
             presigned: auth.presigned,

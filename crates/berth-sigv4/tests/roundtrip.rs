@@ -493,4 +493,55 @@ proptest! {
         let err = verifier.verify(&request, &options, at(case.signed_at)).expect_err("verified");
         prop_assert!(matches!(err, VerifyError::CredentialScopeMismatch(_)), "{:?}", err);
     }
+
+    /// The head check run before a body is read refuses exactly what the
+    /// full verification refuses for reasons other than the signature (and
+    /// what only the body or the token decides), and passes the rest.
+    #[test]
+    fn precheck_agrees_with_verify_on_everything_but_the_signature(
+        case in case(),
+        offset in -2_000i64..2_000,
+        unknown_key in any::<bool>(),
+        other_service in any::<bool>(),
+        secret_ok in any::<bool>(),
+    ) {
+        let wire = sign_case(&case);
+        let verifier = if unknown_key {
+            let mut other = HashMap::new();
+            other.insert("AKIDOTHER".to_owned(), Secret::new(SECRET, "x"));
+            Verifier::new(other)
+        } else {
+            Verifier::new(keys(if secret_ok { SECRET } else { "not-the-secret" }, case.token.as_deref()))
+        };
+        let body_hash = payload_sha256(&wire.body);
+        let request = SignedRequest {
+            method: &wire.method,
+            path: &wire.path,
+            query: Some(&wire.query),
+            headers: &wire.headers,
+            payload_sha256: &body_hash,
+            authority: wire.authority.as_deref(),
+        };
+        let options = VerifyOptions {
+            s3_style_path: case.s3_style,
+            expected_service: Some(if other_service { "sts" } else { case.service }),
+        };
+        let now = at((case.signed_at as i64 + offset) as u64);
+        let full = verifier.verify(&request, &options, now);
+        let head = verifier.precheck(&request, &options, now);
+        match full {
+            Ok(v) => {
+                let p = head.expect("verified but refused by the precheck");
+                prop_assert_eq!(p.access_key_id, v.access_key_id);
+                prop_assert_eq!(p.region, v.region);
+            }
+            Err(VerifyError::SignatureMismatch(_)
+                | VerifyError::ContentSha256Mismatch
+                | VerifyError::InvalidSecurityToken
+                | VerifyError::ExpiredSecurityToken) => {
+                prop_assert!(head.is_ok(), "{:?}", head);
+            }
+            Err(e) => prop_assert_eq!(head.expect_err("passed the precheck"), e),
+        }
+    }
 }
