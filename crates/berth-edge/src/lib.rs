@@ -137,6 +137,104 @@ enum Route {
     Ecr(String),
     Sts(Vec<(String, String)>),
     Unknown(String),
+    /// A service Berth does not serve yet: its signing name and the
+    /// operation asked for.
+    Foreign(Foreign, String, String),
+}
+
+/// The wire protocol of a service Berth does not serve yet, so that the
+/// refusal reaches its clients in a form they parse (botocore's parser of
+/// each protocol reads the code and message from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Foreign {
+    /// AWS JSON 1.0/1.1 (an `X-Amz-Target` no served service owns).
+    Json,
+    /// The query protocol (IAM, ELBv2, CloudWatch's form API, ...).
+    Query,
+    /// EC2's own protocol: query in, `<Response><Errors>` out.
+    Ec2,
+    /// REST with XML bodies (Route 53, S3, CloudFront).
+    RestXml,
+    /// REST with JSON bodies (EventBridge Scheduler, and the rest).
+    RestJson,
+}
+
+impl Foreign {
+    /// The protocol of a request signed for `service` that carries no
+    /// `X-Amz-Target`; `query` when it has an `Action` parameter.
+    fn of(service: &str, query: bool) -> Self {
+        match (service, query) {
+            ("ec2", _) => Foreign::Ec2,
+            (_, true) => Foreign::Query,
+            ("route53" | "s3" | "cloudfront", false) => Foreign::RestXml,
+            _ => Foreign::RestJson,
+        }
+    }
+
+    fn protocol(self) -> auth::Protocol {
+        match self {
+            Foreign::Json | Foreign::RestJson => auth::Protocol::Json,
+            Foreign::Query | Foreign::Ec2 | Foreign::RestXml => auth::Protocol::Query,
+        }
+    }
+
+    /// The protocol's own "no such operation" error, naming the service.
+    fn refusal(self, service: &str, operation: &str, request_id: &str) -> (Response, &'static str) {
+        let message =
+            format!("Berth does not serve the {service} API yet: {operation} is not implemented");
+        match self {
+            Foreign::Json | Foreign::RestJson => {
+                let err = ApiError::new(ErrorCode::UnknownOperationException, message);
+                (wire::json_error(&err, request_id), err.code.as_str())
+            }
+            Foreign::Query | Foreign::RestXml => {
+                let err = ApiError::new(ErrorCode::InvalidAction, message);
+                (wire::xml_error(&err, request_id), err.code.as_str())
+            }
+            Foreign::Ec2 => {
+                let err = ApiError::new(ErrorCode::InvalidAction, message);
+                (wire::ec2_error(&err, request_id), err.code.as_str())
+            }
+        }
+    }
+
+    /// An authentication failure in this protocol.
+    fn error(self, err: &ApiError, request_id: &str) -> Response {
+        match self {
+            Foreign::Json | Foreign::RestJson => wire::json_error(err, request_id),
+            Foreign::Query | Foreign::RestXml => wire::xml_error(err, request_id),
+            Foreign::Ec2 => wire::ec2_error(err, request_id),
+        }
+    }
+}
+
+/// The service a request's credential scope names (`Credential=` of the
+/// `Authorization` header, or `X-Amz-Credential` of a presigned URL).
+fn scope_service<'h>(uri: &'h Uri, headers: &'h HeaderMap) -> Option<std::borrow::Cow<'h, str>> {
+    let credential: std::borrow::Cow<'h, str> = match headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(auth) => {
+            let (_, rest) = auth.split_once("Credential=")?;
+            std::borrow::Cow::Borrowed(rest.split([',', ' ']).next()?)
+        }
+        None => form_urlencoded::parse(uri.query()?.as_bytes())
+            .find(|(k, _)| k == "X-Amz-Credential")
+            .map(|(_, v)| v)?,
+    };
+    match credential {
+        std::borrow::Cow::Borrowed(c) => c.split('/').nth(3).map(std::borrow::Cow::Borrowed),
+        std::borrow::Cow::Owned(c) => c
+            .split('/')
+            .nth(3)
+            .map(|s| std::borrow::Cow::Owned(s.to_string())),
+    }
+}
+
+/// Whether a signing name is one of the services Berth serves here.
+fn served(service: &str) -> bool {
+    matches!(service, "ecs" | "ecr" | "sts")
 }
 
 /// What the head of a request says it is for, before its body is read: a
@@ -148,17 +246,22 @@ enum Head {
     /// `Action` in the query string, or a form body that may carry it.
     Query,
     Unknown,
+    /// Signed for a service Berth does not serve yet.
+    Foreign(Foreign),
 }
 
 impl Head {
     fn of<'h>(method: &Method, uri: &Uri, headers: &'h HeaderMap) -> (Head, Option<&'h str>) {
+        let scope = scope_service(uri, headers);
+        let foreign = scope.as_deref().filter(|s| !served(s));
         if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
             if let Some(op) = target.strip_prefix(berth_registry::ECR_TARGET_PREFIX) {
                 return (Head::Ecr, Some(op));
             }
-            return match target.strip_prefix(ECS_TARGET_PREFIX) {
-                Some(op) => (Head::Ecs, Some(op)),
-                None => (Head::Unknown, None),
+            return match (target.strip_prefix(ECS_TARGET_PREFIX), foreign) {
+                (Some(op), _) => (Head::Ecs, Some(op)),
+                (None, Some(_)) => (Head::Foreign(Foreign::Json), None),
+                (None, None) => (Head::Unknown, None),
             };
         }
         let in_query = uri
@@ -168,10 +271,11 @@ impl Head {
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-        if in_query || (*method == Method::POST && is_form) {
-            (Head::Query, None)
-        } else {
-            (Head::Unknown, None)
+        let query = in_query || (*method == Method::POST && is_form);
+        match (foreign, query) {
+            (Some(service), _) => (Head::Foreign(Foreign::of(service, query)), None),
+            (None, true) => (Head::Query, None),
+            (None, false) => (Head::Unknown, None),
         }
     }
 
@@ -181,13 +285,14 @@ impl Head {
             Head::Ecs => "ecs",
             Head::Ecr => "ecr",
             Head::Query => "sts",
-            Head::Unknown => "unknown",
+            Head::Unknown | Head::Foreign(_) => "unknown",
         }
     }
 
     fn protocol(self) -> auth::Protocol {
         match self {
             Head::Query => auth::Protocol::Query,
+            Head::Foreign(f) => f.protocol(),
             _ => auth::Protocol::Json,
         }
     }
@@ -223,6 +328,7 @@ fn route(
     body: &[u8],
 ) -> Route {
     match head {
+        Head::Foreign(kind) => return foreign_route(kind, uri, headers, body),
         Head::Ecs => return Route::Ecs(target_op.unwrap_or_default().to_string()),
         Head::Ecr => return Route::Ecr(target_op.unwrap_or_default().to_string()),
         Head::Unknown => {
@@ -247,6 +353,43 @@ fn route(
         return Route::Sts(params);
     }
     Route::Unknown(String::new())
+}
+
+/// The route of a request for a service Berth does not serve: which
+/// operation it asked for, as its protocol names it.
+fn foreign_route(kind: Foreign, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Route {
+    let service = scope_service(uri, headers)
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
+    let operation = match kind {
+        Foreign::Json => headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.rsplit('.').next().unwrap_or(t).to_string()),
+        Foreign::Query | Foreign::Ec2 => uri
+            .query()
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect::<Vec<_>>()
+            })
+            .into_iter()
+            .flatten()
+            .chain(form_urlencoded::parse(body).into_owned())
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v),
+        Foreign::RestXml | Foreign::RestJson => Some(uri.path().to_string()),
+    };
+    // Echoed into an error message: keep it short.
+    let mut operation = operation.unwrap_or_else(|| "the request".to_string());
+    if operation.len() > 128 {
+        let mut end = 128;
+        while !operation.is_char_boundary(end) {
+            end -= 1;
+        }
+        operation.truncate(end);
+    }
+    Route::Foreign(kind, service, operation)
 }
 
 /// Reads a request's body, refusing one longer than `limit` before reading
@@ -283,12 +426,15 @@ async fn api(State(app): State<App>, request: axum::extract::Request) -> Respons
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let (head, target_op) = Head::of(&method, &uri, &headers);
     let service = head.service();
-    let signing_name = (head != Head::Unknown).then_some(service);
+    // A request for a service Berth does not serve is still authenticated,
+    // under whatever service its scope names.
+    let signing_name = (!matches!(head, Head::Unknown | Head::Foreign(_))).then_some(service);
     // What the head alone can tell is checked before the body is read, so
     // an unauthenticated client never makes the server buffer its body.
     let refused = |err: ApiError, edge: &Edge| {
         let response = match head {
             Head::Query => wire::xml_error(&err, &request_id),
+            Head::Foreign(f) => f.error(&err, &request_id),
             _ => wire::json_error(&err, &request_id),
         };
         edge.metrics.observe(
@@ -433,6 +579,7 @@ async fn api(State(app): State<App>, request: axum::extract::Request) -> Respons
                 Err(err) => (wire::xml_error(&err, &request_id), err.code.as_str()),
             }
         }
+        Route::Foreign(kind, service, operation) => kind.refusal(&service, &operation, &request_id),
         Route::Unknown(target) => {
             let err = ApiError::new(
                 ErrorCode::UnknownOperationException,

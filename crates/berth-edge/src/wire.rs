@@ -63,6 +63,25 @@ pub fn xml_ok(body: String, request_id: &str) -> Response {
     with_request_id(resp, request_id)
 }
 
+/// An error in EC2's protocol: `<Response><Errors><Error>` with the
+/// request id in `RequestID`, as botocore's ec2 parser reads it.
+pub fn ec2_error(err: &ApiError, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
+        err.code.as_str(),
+        xml_escape(&err.message),
+        xml_escape(request_id)
+    );
+    let resp = (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/xml")],
+        body,
+    )
+        .into_response();
+    with_request_id(resp, request_id)
+}
+
 pub fn xml_error(err: &ApiError, request_id: &str) -> Response {
     let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let kind = if err.code.is_server_fault() {
