@@ -322,11 +322,11 @@ impl ControlPlane {
         base_url: &str,
     ) -> Result<Vec<u8>, ApiError> {
         self.authorize_agent_call("DiscoverPollEndpoint", body, caller)?;
-        let cx = self.cx(caller);
+        // ECS answers its endpoint whatever the cluster or instance named (the
+        // model lists no ClusterNotFoundException here): the channel that
+        // follows is where an unknown instance is refused.
         crate::call(body, |r: DiscoverPollEndpointRequest| {
-            if r.container_instance.is_some() {
-                instance_record(&cx, r.cluster.as_deref(), r.container_instance.as_deref())?;
-            }
+            tracing::debug!(cluster = ?r.cluster, container_instance = ?r.container_instance, "poll endpoint discovered");
             Ok(DiscoverPollEndpointResponse {
                 endpoint: base_url.to_string(),
                 telemetry_endpoint: base_url.to_string(),
