@@ -39,7 +39,7 @@ use std::sync::{Arc, OnceLock};
 
 use berth_model::container_instance::ContainerInstance;
 use berth_model::task::Task;
-use berth_model::ApiError;
+use berth_model::{ApiError, ErrorCode};
 use berth_store::{EventKind, StoreError, Watch};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -322,10 +322,18 @@ impl ControlPlane {
         base_url: &str,
     ) -> Result<Vec<u8>, ApiError> {
         self.authorize_agent_call("DiscoverPollEndpoint", body, caller)?;
+        // ECS answers its endpoint whatever the cluster named (the model lists
+        // no ClusterNotFoundException here); an instance named in a cluster
+        // that exists must be registered there (InvalidParameterException).
         let cx = self.cx(caller);
         crate::call(body, |r: DiscoverPollEndpointRequest| {
             if r.container_instance.is_some() {
-                instance_record(&cx, r.cluster.as_deref(), r.container_instance.as_deref())?;
+                match instance_record(&cx, r.cluster.as_deref(), r.container_instance.as_deref()) {
+                    Err(e) if e.code == ErrorCode::ClusterNotFoundException => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
             Ok(DiscoverPollEndpointResponse {
                 endpoint: base_url.to_string(),

@@ -26,7 +26,10 @@ use crate::paging::{decode_token, page, page_size};
 use crate::state::{self, put_op, read_modify_write, Change};
 use crate::tags::validate_tags;
 use crate::task_definitions::{active_task_definition, load_reference, StoredTaskDefinition};
-use crate::tasks::{check_runnable, parse_constraints, parse_strategies, refuse_execute_command};
+use crate::tasks::{
+    check_launch_type, check_runnable, parse_constraints, parse_strategies, refuse_execute_command,
+    refuse_launch_type_with_strategy,
+};
 use crate::{include_list, keys, missing, required, service_deployments, Cx};
 
 /// A service as stored: the API shape (flattened, so generic readers see
@@ -219,7 +222,7 @@ pub(crate) struct CreateServiceRequest {
     service_registries: Option<Vec<ServiceRegistry>>,
     desired_count: Option<i32>,
     launch_type: Option<String>,
-    capacity_provider_strategy: Option<Value>,
+    capacity_provider_strategy: Option<Vec<Value>>,
     platform_version: Option<String>,
     role: Option<String>,
     deployment_configuration: Option<DeploymentConfiguration>,
@@ -304,20 +307,17 @@ pub(crate) fn create(cx: &Cx<'_>, req: CreateServiceRequest) -> Result<ServiceRe
             )))
         }
     };
+    check_launch_type(req.launch_type.as_deref())?;
+    refuse_launch_type_with_strategy(
+        req.launch_type.as_deref(),
+        req.capacity_provider_strategy.as_deref(),
+    )?;
     let launch_type = req.launch_type.clone().unwrap_or_else(|| "EC2".into());
-    match launch_type.as_str() {
-        "EC2" | "EXTERNAL" => {}
-        "FARGATE" | "MANAGED_INSTANCES" => {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedFeatureException,
-                format!("The launch type {launch_type} is not supported by this Berth cluster yet."),
-            ))
-        }
-        other => {
-            return Err(ApiError::invalid_parameter(format!(
-                "Invalid launchType: {other}. Valid values are [EC2, FARGATE, EXTERNAL, MANAGED_INSTANCES]."
-            )))
-        }
+    if matches!(launch_type.as_str(), "FARGATE" | "MANAGED_INSTANCES") {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedFeatureException,
+            format!("The launch type {launch_type} is not supported by this Berth cluster yet."),
+        ));
     }
     if req.capacity_provider_strategy.is_some() {
         return Err(ApiError::new(
@@ -538,13 +538,7 @@ pub(crate) fn list(
     req: ListServicesRequest,
 ) -> Result<ListServicesResponse, ApiError> {
     let (cluster, _) = active(cx, req.cluster.as_deref())?;
-    if let Some(lt) = req.launch_type.as_deref() {
-        if !["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"].contains(&lt) {
-            return Err(ApiError::invalid_parameter(format!(
-                "Invalid launchType: {lt}. Valid values are [EC2, FARGATE, EXTERNAL, MANAGED_INSTANCES]."
-            )));
-        }
-    }
+    check_launch_type(req.launch_type.as_deref())?;
     if let Some(s) = req.scheduling_strategy.as_deref() {
         if !["REPLICA", "DAEMON"].contains(&s) {
             return Err(ApiError::invalid_parameter(format!(

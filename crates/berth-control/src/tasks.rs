@@ -335,6 +335,36 @@ pub(crate) fn check_runnable(
     Ok(())
 }
 
+/// The model's `LaunchType` enum.
+const LAUNCH_TYPES: &[&str] = &["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"];
+
+/// A `launchType` outside the model's enum is refused as ECS refuses any
+/// bad enum value (`InvalidParameterException`), before any check of what
+/// Berth runs (RunTask, CreateService, ListTasks, ListServices alike).
+pub(crate) fn check_launch_type(launch_type: Option<&str>) -> Result<(), ApiError> {
+    match launch_type {
+        Some(lt) if !LAUNCH_TYPES.contains(&lt) => Err(ApiError::invalid_parameter(format!(
+            "Invalid launchType: {lt}. Valid values are [{}].",
+            LAUNCH_TYPES.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// ECS takes a launch type or a capacity provider strategy, not both
+/// (RunTask, CreateService).
+pub(crate) fn refuse_launch_type_with_strategy(
+    launch_type: Option<&str>,
+    strategy: Option<&[Value]>,
+) -> Result<(), ApiError> {
+    if launch_type.is_some() && strategy.is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_parameter(
+            "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
+        ));
+    }
+    Ok(())
+}
+
 /// ECS Exec needs an agent and a session channel Berth does not have: a
 /// request that turns it on is refused (RunTask, StartTask, CreateService,
 /// UpdateService alike) rather than accepted and not acted on. `false` is
@@ -1035,6 +1065,11 @@ pub(crate) fn run(cx: &Cx<'_>, req: RunTaskRequest) -> Result<TasksResponse, Api
             "count must be between 1 and 10.",
         ));
     }
+    check_launch_type(req.launch_type.as_deref())?;
+    refuse_launch_type_with_strategy(
+        req.launch_type.as_deref(),
+        req.capacity_provider_strategy.as_deref(),
+    )?;
     match req.launch_type.as_deref() {
         None | Some("EC2") => {}
         Some(other) => {
@@ -1437,6 +1472,7 @@ pub(crate) struct ListTasksResponse {
 pub(crate) fn list(cx: &Cx<'_>, req: ListTasksRequest) -> Result<ListTasksResponse, ApiError> {
     let (cluster, _) = active(cx, req.cluster.as_deref())?;
     let limit = page_size(req.max_results, 100, 100)?;
+    check_launch_type(req.launch_type.as_deref())?;
     let desired = req.desired_status.as_deref().unwrap_or("RUNNING");
     if !matches!(desired, "RUNNING" | "PENDING" | "STOPPED") {
         return Err(ApiError::invalid_parameter(format!(

@@ -2006,12 +2006,26 @@ pub struct Registration {
     pub registered_by: Option<String>,
 }
 
+/// The request's volumes as ECS stores them: an EFS volume without a
+/// `rootDirectory` mounts the root of the file system, and ECS says so with
+/// `"/"`.
+fn stored_volumes(req: &RegisterTaskDefinitionRequest) -> Vec<Volume> {
+    let mut volumes = req.volumes.clone().unwrap_or_default();
+    for efs in volumes
+        .iter_mut()
+        .filter_map(|v| v.efs_volume_configuration.as_mut())
+    {
+        efs.root_directory.get_or_insert_with(|| "/".to_string());
+    }
+    volumes
+}
+
 /// Builds the stored `TaskDefinition` for a request that [`validate`]
 /// accepted, as DescribeTaskDefinition returns it.
 ///
 /// What is filled in, as ECS does:
 /// - task: `status` `ACTIVE`; `volumes` and `placementConstraints` as `[]`
-///   when absent; `cpu`/`memory` normalized to plain numbers of CPU units and
+///   when absent; an EFS volume's `rootDirectory` `/` when absent; `cpu`/`memory` normalized to plain numbers of CPU units and
 ///   MiB (`"1 vCPU"` is stored as `"1024"`); `compatibilities` and
 ///   `requiresAttributes` derived. `networkMode` stays absent when the request
 ///   has none, as ECS leaves it. Tags are not part of the definition.
@@ -2039,7 +2053,7 @@ pub fn build_task_definition(
         execution_role_arn: req.execution_role_arn.clone(),
         network_mode: req.network_mode.clone(),
         revision: Some(registration.revision),
-        volumes: Some(req.volumes.clone().unwrap_or_default()),
+        volumes: Some(stored_volumes(req)),
         status: Some("ACTIVE".to_string()),
         requires_attributes: Some(
             required_attributes(req, network_mode)
