@@ -237,6 +237,13 @@ fn validate_policy(text: &str) -> Result<(), EcrError> {
     Ok(())
 }
 
+/// `lastEvaluatedAt` of Get/DeleteLifecyclePolicy. ECR always returns the
+/// member; before the policy's first evaluation its value is the epoch
+/// (0), so a client reading it (the CLI prints it) never finds it missing.
+fn last_evaluated(at: Option<f64>) -> f64 {
+    at.unwrap_or(0.0)
+}
+
 fn epoch(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -1468,11 +1475,12 @@ impl Registry {
         let text = rec
             .lifecycle_policy
             .ok_or_else(|| self.lifecycle_missing(&name))?;
-        let mut out = json!({ "registryId": self.registry_id(), "repositoryName": name, "lifecyclePolicyText": text });
-        if let Some(t) = rec.lifecycle_evaluated_at {
-            out["lastEvaluatedAt"] = json!(t);
-        }
-        Ok(out)
+        Ok(json!({
+            "registryId": self.registry_id(),
+            "repositoryName": name,
+            "lifecyclePolicyText": text,
+            "lastEvaluatedAt": last_evaluated(rec.lifecycle_evaluated_at),
+        }))
     }
 
     fn delete_lifecycle_policy(&self, input: Value) -> Out {
@@ -1485,11 +1493,12 @@ impl Registry {
                 .ok_or_else(|| self.lifecycle_missing(&r.name))?;
             Ok((t, r.lifecycle_evaluated_at))
         })?;
-        let mut out = json!({ "registryId": self.registry_id(), "repositoryName": name, "lifecyclePolicyText": text });
-        if let Some(t) = evaluated {
-            out["lastEvaluatedAt"] = json!(t);
-        }
-        Ok(out)
+        Ok(json!({
+            "registryId": self.registry_id(),
+            "repositoryName": name,
+            "lifecyclePolicyText": text,
+            "lastEvaluatedAt": last_evaluated(evaluated),
+        }))
     }
 
     /// What `policy_text` would expire in `repo` now.
