@@ -27,6 +27,34 @@ const MAX_TAGS: usize = 50;
 
 type Out = Result<Value, EcrError>;
 
+/// The implemented operations whose input has a `registryId` member in
+/// ECR's model (checked by [`Registry::foreign_registry`]).
+const REGISTRY_ID_OPERATIONS: &[&str] = &[
+    "BatchCheckLayerAvailability",
+    "BatchDeleteImage",
+    "BatchGetImage",
+    "CompleteLayerUpload",
+    "CreateRepository",
+    "DeleteLifecyclePolicy",
+    "DeleteRepository",
+    "DeleteRepositoryPolicy",
+    "DescribeImages",
+    "DescribeRepositories",
+    "GetDownloadUrlForLayer",
+    "GetLifecyclePolicy",
+    "GetLifecyclePolicyPreview",
+    "GetRepositoryPolicy",
+    "InitiateLayerUpload",
+    "ListImages",
+    "PutImage",
+    "PutImageScanningConfiguration",
+    "PutImageTagMutability",
+    "PutLifecyclePolicy",
+    "SetRepositoryPolicy",
+    "StartLifecyclePolicyPreview",
+    "UploadLayerPart",
+];
+
 fn parse<T: DeserializeOwned>(input: Value) -> Result<T, EcrError> {
     serde_json::from_value(input).map_err(|e| {
         EcrError::new(
@@ -267,6 +295,10 @@ impl Registry {
                 "Request body must be a JSON object.",
             ));
         }
+        if let Some(answer) = self.foreign_registry(operation, &input)? {
+            return serde_json::to_vec(&answer)
+                .map_err(|_| EcrError::server("internal error encoding the response"));
+        }
         let out = match operation {
             "GetAuthorizationToken" => self.get_authorization_token(caller),
             "CreateRepository" => self.create_repository(input),
@@ -306,6 +338,61 @@ impl Registry {
         }?;
         serde_json::to_vec(&out)
             .map_err(|_| EcrError::server("internal error encoding the response"))
+    }
+
+    /// Checks the request's `registryId` once for every operation whose
+    /// input has that member: a malformed id is refused, this registry's id
+    /// (or none) goes on to the operation, and another account's id is
+    /// answered here so no operation ever returns this registry's data for
+    /// it. Berth serves one account, so another account's registry holds no
+    /// repository visible to the caller, and ECR's answer for a repository
+    /// it cannot see is RepositoryNotFoundException naming the registry
+    /// asked for; DescribeRepositories without names lists what is visible,
+    /// which is nothing. Creating a repository is only possible in the
+    /// caller's own registry, so CreateRepository refuses the parameter.
+    fn foreign_registry(&self, operation: &str, input: &Value) -> Result<Option<Value>, EcrError> {
+        if !REGISTRY_ID_OPERATIONS.contains(&operation) {
+            return Ok(None);
+        }
+        let id = match input.get("registryId") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(id)) => id.as_str(),
+            Some(_) => {
+                return Err(EcrError::new(
+                    "SerializationException",
+                    "Unable to parse the request: registryId must be a string",
+                ))
+            }
+        };
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(EcrError::invalid(format!(
+                "Invalid parameter at 'registryId' failed to satisfy constraint: 'must satisfy regular expression '[0-9]{{12}}'' (got '{id}')"
+            )));
+        }
+        if id == self.registry_id() {
+            return Ok(None);
+        }
+        match operation {
+            "CreateRepository" => Err(EcrError::invalid(format!(
+                "Invalid parameter at 'registryId' failed to satisfy constraint: 'a repository can only be created in the registry of the caller's account {}' (got '{id}')",
+                self.registry_id()
+            ))),
+            "DescribeRepositories" => match input.get("repositoryNames") {
+                Some(Value::Array(names)) if !names.is_empty() => {
+                    let first = names.first().and_then(Value::as_str).unwrap_or_default();
+                    Err(not_found(first, id))
+                }
+                _ => Ok(Some(json!({ "repositories": [] }))),
+            },
+            _ => {
+                let name = input
+                    .get("repositoryName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let name = self.repo_name(name)?;
+                Err(not_found(&name, id))
+            }
+        }
     }
 
     /// Maps a core failure to ECR's error for repository `repo`.

@@ -8,6 +8,7 @@ use common::Fixture;
 use serde_json::json;
 
 const POLICY: &str = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":5},"action":{"type":"expire"}}]}"#;
+const OTHER: &str = "111122223333";
 
 #[test]
 fn lifecycle_policy_has_last_evaluated_at_before_any_evaluation() {
@@ -42,4 +43,88 @@ fn lifecycle_policy_reports_the_evaluation_time_once_evaluated() {
         .ecr("GetLifecyclePolicy", json!({ "repositoryName": "lc" }))
         .unwrap();
     assert_eq!(got["lastEvaluatedAt"], json!(1_700_000_000.0), "{got}");
+}
+
+#[test]
+fn describe_repositories_of_another_registry_lists_nothing() {
+    let f = Fixture::new();
+    f.create("mine");
+    let got = f
+        .ecr("DescribeRepositories", json!({ "registryId": OTHER }))
+        .unwrap();
+    assert_eq!(got, json!({ "repositories": [] }));
+    let err = f
+        .ecr(
+            "DescribeRepositories",
+            json!({ "registryId": OTHER, "repositoryNames": ["mine"] }),
+        )
+        .unwrap_err();
+    assert_eq!(err.code, "RepositoryNotFoundException");
+    assert!(err.message.contains(OTHER), "{}", err.message);
+    // The caller's own id is served as if absent.
+    let own = f
+        .ecr(
+            "DescribeRepositories",
+            json!({ "registryId": f.registry.registry_id() }),
+        )
+        .unwrap();
+    assert_eq!(own["repositories"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn every_operation_naming_another_registry_finds_no_repository() {
+    let f = Fixture::new();
+    f.create("mine");
+    f.ecr(
+        "PutLifecyclePolicy",
+        json!({ "repositoryName": "mine", "lifecyclePolicyText": POLICY }),
+    )
+    .unwrap();
+    for op in [
+        "ListImages",
+        "DescribeImages",
+        "BatchGetImage",
+        "BatchDeleteImage",
+        "BatchCheckLayerAvailability",
+        "DeleteRepository",
+        "GetRepositoryPolicy",
+        "DeleteRepositoryPolicy",
+        "GetLifecyclePolicy",
+        "DeleteLifecyclePolicy",
+        "GetLifecyclePolicyPreview",
+        "InitiateLayerUpload",
+        "PutImageTagMutability",
+        "PutImageScanningConfiguration",
+    ] {
+        let err = f
+            .ecr(op, json!({ "registryId": OTHER, "repositoryName": "mine" }))
+            .unwrap_err();
+        assert_eq!(err.code, "RepositoryNotFoundException", "{op}: {err:?}");
+        assert!(err.message.contains(OTHER), "{op}: {}", err.message);
+    }
+    // Nothing was deleted by the calls above.
+    f.ecr("GetLifecyclePolicy", json!({ "repositoryName": "mine" }))
+        .unwrap();
+    let err = f
+        .ecr(
+            "CreateRepository",
+            json!({ "registryId": OTHER, "repositoryName": "theirs" }),
+        )
+        .unwrap_err();
+    assert_eq!(err.code, "InvalidParameterException");
+}
+
+#[test]
+fn a_malformed_registry_id_is_an_invalid_parameter() {
+    let f = Fixture::new();
+    f.create("mine");
+    for id in ["12345", "abcdefghijkl", "0000000000001"] {
+        let err = f
+            .ecr(
+                "ListImages",
+                json!({ "registryId": id, "repositoryName": "mine" }),
+            )
+            .unwrap_err();
+        assert_eq!(err.code, "InvalidParameterException", "{id}");
+    }
 }
