@@ -27,6 +27,11 @@ const MAX_TAGS: usize = 50;
 
 type Out = Result<Value, EcrError>;
 
+/// The `mediaType` ECR gives every available layer in
+/// BatchCheckLayerAvailability: a blob is stored without the media type
+/// the manifests that name it give it, so ECR answers this one value.
+const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.container.image.rootfs.diff+json";
+
 /// The implemented operations whose input has a `registryId` member in
 /// ECR's model (checked by [`Registry::foreign_registry`]).
 const REGISTRY_ID_OPERATIONS: &[&str] = &[
@@ -1154,6 +1159,7 @@ impl Registry {
                     "layerDigest": d,
                     "layerAvailability": "AVAILABLE",
                     "layerSize": size,
+                    "mediaType": LAYER_MEDIA_TYPE,
                 })),
                 _ => failures.push(json!({
                     "layerDigest": d,

@@ -4,6 +4,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::Fixture;
 use serde_json::json;
 
@@ -127,4 +128,42 @@ fn a_malformed_registry_id_is_an_invalid_parameter() {
             .unwrap_err();
         assert_eq!(err.code, "InvalidParameterException", "{id}");
     }
+}
+
+#[test]
+fn batch_check_layer_availability_gives_the_layer_media_type() {
+    let f = Fixture::new();
+    f.create("layers");
+    let data = b"a layer";
+    let digest = common::sha(data);
+    let up = f
+        .ecr("InitiateLayerUpload", json!({ "repositoryName": "layers" }))
+        .unwrap();
+    let id = up["uploadId"].as_str().unwrap();
+    f.ecr(
+        "UploadLayerPart",
+        json!({
+            "repositoryName": "layers", "uploadId": id, "partFirstByte": 0,
+            "partLastByte": data.len() - 1,
+            "layerPartBlob": base64::engine::general_purpose::STANDARD.encode(data),
+        }),
+    )
+    .unwrap();
+    f.ecr(
+        "CompleteLayerUpload",
+        json!({ "repositoryName": "layers", "uploadId": id, "layerDigests": [digest] }),
+    )
+    .unwrap();
+    let got = f
+        .ecr(
+            "BatchCheckLayerAvailability",
+            json!({ "repositoryName": "layers", "layerDigests": [digest] }),
+        )
+        .unwrap();
+    let layer = &got["layers"][0];
+    assert_eq!(layer["layerAvailability"], "AVAILABLE", "{got}");
+    assert_eq!(
+        layer["mediaType"], "application/vnd.docker.container.image.rootfs.diff+json",
+        "{got}"
+    );
 }
