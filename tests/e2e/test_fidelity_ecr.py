@@ -77,7 +77,10 @@ RETURNED: dict[str, list[str]] = {
     "GetLifecyclePolicy": ["registryId", "repositoryName", "lifecyclePolicyText", "lastEvaluatedAt"],
     "StartLifecyclePolicyPreview": ["registryId", "repositoryName", "lifecyclePolicyText", "status"],
     "GetLifecyclePolicyPreview": ["registryId", "repositoryName", "lifecyclePolicyText", "status",
-                                  "previewResults", "summary.expiringImageTotalCount"],
+                                  "previewResults[].imageDigest", "previewResults[].imageTags",
+                                  "previewResults[].imagePushedAt", "previewResults[].action.type",
+                                  "previewResults[].appliedRulePriority",
+                                  "summary.expiringImageTotalCount"],
     "DeleteLifecyclePolicy": ["registryId", "repositoryName", "lifecyclePolicyText", "lastEvaluatedAt"],
     "BatchDeleteImage": ["imageIds[].imageDigest", "imageIds[].imageTag", "failures"],
     "DeleteRepository": [f"repository.{m}" for m in _REPO],
@@ -145,14 +148,15 @@ class Contract:
         self.unknown: list[str] = []
         self.seen: set[str] = set()
 
-    def __call__(self, operation: str, **params):
+    def __call__(self, operation: str, expect: list[str] | None = None, **params):
+        """Calls `operation`; checks the members of `RETURNED` (or `expect`)."""
         method = getattr(self.ecr, botocore.xform_name(operation))
         resp = method(**params)
         resp.pop("ResponseMetadata", None)
         shape = self.model.operation_model(operation).output_shape
         self.seen.add(operation)
         self.unknown += [f"{operation}: {p}" for p in _unknown_members(resp, shape, "$")] if shape else []
-        for path in RETURNED[operation]:
+        for path in RETURNED[operation] if expect is None else expect:
             assert _model_has(shape, path), f"{operation}: {path} is not in the model's output"
             if not _present(resp, _steps(path)):
                 self.missing.append(f"{operation}: {path}")
@@ -188,9 +192,18 @@ def test_every_output_member_aws_returns_is_there(ecr, model):
         "layers": [{"mediaType": DOCKER_LAYER, "size": len(layer), "digest": layer_digest}],
     })
     call("PutImage", repositoryName=repo, imageManifest=manifest, imageTag="v1")
+    # A second image, so the lifecycle preview (keep one) expires one.
+    layer2 = layer + b" two"
+    layer2_digest = _upload(call, repo, layer2)
+    call("PutImage", repositoryName=repo, imageTag="v2", imageManifest=manifest.replace(
+        layer_digest, layer2_digest).replace(f'"size": {len(layer)}', f'"size": {len(layer2)}'))
     call("ListImages", repositoryName=repo)
     call("DescribeImages", repositoryName=repo)
     call("BatchGetImage", repositoryName=repo, imageIds=[{"imageTag": "v1"}])
+    call("BatchGetImage", repositoryName=repo, imageIds=[{"imageTag": "absent"}],
+         expect=["failures[].imageId.imageTag", "failures[].failureCode", "failures[].failureReason"])
+    call("BatchCheckLayerAvailability", repositoryName=repo, layerDigests=["sha256:" + "0" * 64],
+         expect=["failures[].layerDigest", "failures[].failureCode", "failures[].failureReason"])
     call("GetDownloadUrlForLayer", repositoryName=repo, layerDigest=layer_digest)
 
     call("PutImageTagMutability", repositoryName=repo, imageTagMutability="MUTABLE")
