@@ -268,3 +268,57 @@ def test_another_accounts_registry_returns_none_of_ours(aws, ecr):
     err = aws.fail("ecr", "list-images", "--registry-id", "not-an-account", "--repository-name", repo)
     assert err.code == "InvalidParameterException", err
     aws("ecr", "delete-repository", "--repository-name", repo, "--force")
+
+
+# A valid value for each required input member of the operations below.
+_SAMPLE = {
+    "layerDigests": ["sha256:" + "0" * 64],
+    "layerDigest": "sha256:" + "0" * 64,
+    "imageIds": [{"imageTag": "v1"}],
+    "lifecyclePolicyText": POLICY,
+    "policyText": REPO_POLICY,
+    "layerPartBlob": b"part",
+    "partFirstByte": 0,
+    "partLastByte": 3,
+    "uploadId": str(uuid.uuid4()),
+    "imageManifest": "{}",
+    "imageTagMutability": "MUTABLE",
+    "imageScanningConfiguration": {"scanOnPush": False},
+}
+
+
+def test_every_operation_with_a_registry_id_keeps_to_its_registry(ecr, model):
+    """Each implemented operation whose model input has `registryId`, asked
+    about another account's registry, answers as for a repository that is
+    not there (CreateRepository: refused), never with this registry's data."""
+    repo = f"fidelity/{uuid.uuid4().hex[:10]}"
+    ecr.create_repository(repositoryName=repo)
+    ecr.put_lifecycle_policy(repositoryName=repo, lifecyclePolicyText=POLICY)
+    ecr.set_repository_policy(repositoryName=repo, policyText=REPO_POLICY)
+    checked = []
+    for op in sorted(RETURNED):
+        shape = model.operation_model(op).input_shape
+        if shape is None or "registryId" not in shape.members:
+            continue
+        params = {k: _SAMPLE[k] for k in shape.required_members if k != "repositoryName"}
+        params["registryId"] = OTHER_ACCOUNT
+        method = getattr(ecr, botocore.xform_name(op))
+        if op == "DescribeRepositories":
+            assert method(**params)["repositories"] == [], op
+            params["repositoryNames"] = [repo]
+        else:
+            params["repositoryName"] = repo if op != "CreateRepository" else f"{repo}-theirs"
+        code = "InvalidParameterException" if op == "CreateRepository" else "RepositoryNotFoundException"
+        with pytest.raises(ecr.exceptions.ClientError) as err:
+            method(**params)
+        assert err.value.response["Error"]["Code"] == code, (op, err.value.response["Error"])
+        if code == "RepositoryNotFoundException":
+            assert OTHER_ACCOUNT in err.value.response["Error"]["Message"], op
+        checked.append(op)
+    assert len(checked) >= 20, checked
+    # Nothing in our registry changed.
+    ecr.get_lifecycle_policy(repositoryName=repo)
+    ecr.get_repository_policy(repositoryName=repo)
+    ecr.delete_repository(repositoryName=repo, force=True)
+    assert not [r for r in ecr.describe_repositories()["repositories"]
+                if r["repositoryName"] == f"{repo}-theirs"]
