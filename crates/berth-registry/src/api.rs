@@ -27,6 +27,39 @@ const MAX_TAGS: usize = 50;
 
 type Out = Result<Value, EcrError>;
 
+/// The `mediaType` ECR gives every available layer in
+/// BatchCheckLayerAvailability: a blob is stored without the media type
+/// the manifests that name it give it, so ECR answers this one value.
+const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.container.image.rootfs.diff+json";
+
+/// The implemented operations whose input has a `registryId` member in
+/// ECR's model (checked by [`Registry::foreign_registry`]).
+const REGISTRY_ID_OPERATIONS: &[&str] = &[
+    "BatchCheckLayerAvailability",
+    "BatchDeleteImage",
+    "BatchGetImage",
+    "CompleteLayerUpload",
+    "CreateRepository",
+    "DeleteLifecyclePolicy",
+    "DeleteRepository",
+    "DeleteRepositoryPolicy",
+    "DescribeImages",
+    "DescribeRepositories",
+    "GetDownloadUrlForLayer",
+    "GetLifecyclePolicy",
+    "GetLifecyclePolicyPreview",
+    "GetRepositoryPolicy",
+    "InitiateLayerUpload",
+    "ListImages",
+    "PutImage",
+    "PutImageScanningConfiguration",
+    "PutImageTagMutability",
+    "PutLifecyclePolicy",
+    "SetRepositoryPolicy",
+    "StartLifecyclePolicyPreview",
+    "UploadLayerPart",
+];
+
 fn parse<T: DeserializeOwned>(input: Value) -> Result<T, EcrError> {
     serde_json::from_value(input).map_err(|e| {
         EcrError::new(
@@ -237,6 +270,13 @@ fn validate_policy(text: &str) -> Result<(), EcrError> {
     Ok(())
 }
 
+/// `lastEvaluatedAt` of Get/DeleteLifecyclePolicy. ECR always returns the
+/// member; before the policy's first evaluation its value is the epoch
+/// (0), so a client reading it (the CLI prints it) never finds it missing.
+fn last_evaluated(at: Option<f64>) -> f64 {
+    at.unwrap_or(0.0)
+}
+
 fn epoch(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -259,6 +299,10 @@ impl Registry {
                 "SerializationException",
                 "Request body must be a JSON object.",
             ));
+        }
+        if let Some(answer) = self.foreign_registry(operation, &input)? {
+            return serde_json::to_vec(&answer)
+                .map_err(|_| EcrError::server("internal error encoding the response"));
         }
         let out = match operation {
             "GetAuthorizationToken" => self.get_authorization_token(caller),
@@ -299,6 +343,61 @@ impl Registry {
         }?;
         serde_json::to_vec(&out)
             .map_err(|_| EcrError::server("internal error encoding the response"))
+    }
+
+    /// Checks the request's `registryId` once for every operation whose
+    /// input has that member: a malformed id is refused, this registry's id
+    /// (or none) goes on to the operation, and another account's id is
+    /// answered here so no operation ever returns this registry's data for
+    /// it. Berth serves one account, so another account's registry holds no
+    /// repository visible to the caller, and ECR's answer for a repository
+    /// it cannot see is RepositoryNotFoundException naming the registry
+    /// asked for; DescribeRepositories without names lists what is visible,
+    /// which is nothing. Creating a repository is only possible in the
+    /// caller's own registry, so CreateRepository refuses the parameter.
+    fn foreign_registry(&self, operation: &str, input: &Value) -> Result<Option<Value>, EcrError> {
+        if !REGISTRY_ID_OPERATIONS.contains(&operation) {
+            return Ok(None);
+        }
+        let id = match input.get("registryId") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(id)) => id.as_str(),
+            Some(_) => {
+                return Err(EcrError::new(
+                    "SerializationException",
+                    "Unable to parse the request: registryId must be a string",
+                ))
+            }
+        };
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(EcrError::invalid(format!(
+                "Invalid parameter at 'registryId' failed to satisfy constraint: 'must satisfy regular expression '[0-9]{{12}}'' (got '{id}')"
+            )));
+        }
+        if id == self.registry_id() {
+            return Ok(None);
+        }
+        match operation {
+            "CreateRepository" => Err(EcrError::invalid(format!(
+                "Invalid parameter at 'registryId' failed to satisfy constraint: 'a repository can only be created in the registry of the caller's account {}' (got '{id}')",
+                self.registry_id()
+            ))),
+            "DescribeRepositories" => match input.get("repositoryNames") {
+                Some(Value::Array(names)) if !names.is_empty() => {
+                    let first = names.first().and_then(Value::as_str).unwrap_or_default();
+                    Err(not_found(first, id))
+                }
+                _ => Ok(Some(json!({ "repositories": [] }))),
+            },
+            _ => {
+                let name = input
+                    .get("repositoryName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let name = self.repo_name(name)?;
+                Err(not_found(&name, id))
+            }
+        }
     }
 
     /// Maps a core failure to ECR's error for repository `repo`.
@@ -1060,6 +1159,7 @@ impl Registry {
                     "layerDigest": d,
                     "layerAvailability": "AVAILABLE",
                     "layerSize": size,
+                    "mediaType": LAYER_MEDIA_TYPE,
                 })),
                 _ => failures.push(json!({
                     "layerDigest": d,
@@ -1468,11 +1568,12 @@ impl Registry {
         let text = rec
             .lifecycle_policy
             .ok_or_else(|| self.lifecycle_missing(&name))?;
-        let mut out = json!({ "registryId": self.registry_id(), "repositoryName": name, "lifecyclePolicyText": text });
-        if let Some(t) = rec.lifecycle_evaluated_at {
-            out["lastEvaluatedAt"] = json!(t);
-        }
-        Ok(out)
+        Ok(json!({
+            "registryId": self.registry_id(),
+            "repositoryName": name,
+            "lifecyclePolicyText": text,
+            "lastEvaluatedAt": last_evaluated(rec.lifecycle_evaluated_at),
+        }))
     }
 
     fn delete_lifecycle_policy(&self, input: Value) -> Out {
@@ -1485,11 +1586,12 @@ impl Registry {
                 .ok_or_else(|| self.lifecycle_missing(&r.name))?;
             Ok((t, r.lifecycle_evaluated_at))
         })?;
-        let mut out = json!({ "registryId": self.registry_id(), "repositoryName": name, "lifecyclePolicyText": text });
-        if let Some(t) = evaluated {
-            out["lastEvaluatedAt"] = json!(t);
-        }
-        Ok(out)
+        Ok(json!({
+            "registryId": self.registry_id(),
+            "repositoryName": name,
+            "lifecyclePolicyText": text,
+            "lastEvaluatedAt": last_evaluated(evaluated),
+        }))
     }
 
     /// What `policy_text` would expire in `repo` now.
