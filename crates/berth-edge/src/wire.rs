@@ -66,24 +66,17 @@ pub fn xml_ok(body: String, request_id: &str) -> Response {
 /// An error in EC2's protocol: `<Response><Errors><Error>` with the
 /// request id in `RequestID`, as botocore's ec2 parser reads it.
 pub fn ec2_error(err: &ApiError, request_id: &str) -> Response {
-    let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
         err.code.as_str(),
         xml_escape(&err.message),
         xml_escape(request_id)
     );
-    let resp = (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "text/xml")],
-        body,
-    )
-        .into_response();
-    with_request_id(resp, request_id)
+    xml_error_response(err, body, request_id)
 }
 
+/// An error in the query protocol's `ErrorResponse` form.
 pub fn xml_error(err: &ApiError, request_id: &str) -> Response {
-    let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let kind = if err.code.is_server_fault() {
         "Receiver"
     } else {
@@ -95,6 +88,12 @@ pub fn xml_error(err: &ApiError, request_id: &str) -> Response {
         xml_escape(&err.message),
         xml_escape(request_id)
     );
+    xml_error_response(err, body, request_id)
+}
+
+/// An XML error `body` with the status of `err`'s code.
+fn xml_error_response(err: &ApiError, body: String, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let resp = (
         status,
         [(axum::http::header::CONTENT_TYPE, "text/xml")],
