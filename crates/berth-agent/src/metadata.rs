@@ -854,42 +854,21 @@ fn unknown(id: &str) -> Response {
     )
 }
 
-async fn container_handler(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    if !app.state.may_read(&id, peer.ip()) {
-        return unknown(&id);
-    }
+async fn container_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
     match app.state.container_document(&id) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
     }
 }
 
-async fn task_handler(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    if !app.state.may_read(&id, peer.ip()) {
-        return unknown(&id);
-    }
+async fn task_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
     match app.state.task_document(&id, false) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
     }
 }
 
-async fn task_with_tags_handler(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    if !app.state.may_read(&id, peer.ip()) {
-        return unknown(&id);
-    }
+async fn task_with_tags_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
     match app.state.task_document(&id, true) {
         Some(doc) => Json(doc).into_response(),
         None => unknown(&id),
@@ -905,14 +884,7 @@ async fn sample(
     Ok(stats_document(&stats, docker_id, docker_name))
 }
 
-async fn container_stats_handler(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    if !app.state.may_read(&id, peer.ip()) {
-        return unknown(&id);
-    }
+async fn container_stats_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
     let Some(targets) = app.state.docker_ids(&id) else {
         return unknown(&id);
     };
@@ -941,14 +913,7 @@ async fn container_stats_handler(
     }
 }
 
-async fn task_stats_handler(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    if !app.state.may_read(&id, peer.ip()) {
-        return unknown(&id);
-    }
+async fn task_stats_handler(State(app): State<App>, Path(id): Path<String>) -> Response {
     let Some(targets) = app.state.docker_ids(&id) else {
         return unknown(&id);
     };
@@ -972,6 +937,21 @@ async fn task_stats_handler(
         doc.insert(docker_id.clone(), value);
     }
     Json(Value::Object(doc)).into_response()
+}
+
+/// Every route under an endpoint id answers only a reader that may read
+/// it (`MetadataState::may_read`): one layer checks it for all of them.
+async fn only_its_own(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !app.state.may_read(&id, peer.ip()) {
+        return unknown(&id);
+    }
+    next.run(request).await
 }
 
 async fn fallback() -> Response {
@@ -1001,7 +981,14 @@ pub fn router(state: MetadataState, runtime: Arc<dyn ContainerRuntime>) -> Route
                 get(task_stats_handler),
             );
     }
-    router.fallback(fallback).with_state(App { state, runtime })
+    let app = App { state, runtime };
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            only_its_own,
+        ))
+        .fallback(fallback)
+        .with_state(app)
 }
 
 /// Serves the metadata endpoint on `listener` until `shutdown` resolves.
